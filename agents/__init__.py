@@ -1,0 +1,1 @@
+"""Training algorithms for gumbel-rl policies."""
