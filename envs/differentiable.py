@@ -24,7 +24,9 @@ class DifferentiableEnv(Protocol):
     def reset(self, batch: int, generator: torch.Generator | None = None) -> Any:
         """Fresh states for ``batch`` environments, drawn like the Gymnasium env's reset."""
 
-    def step(self, state: Any, action: torch.Tensor, *args: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, state: Any, action: torch.Tensor, *args: Any
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(next_state, reward, terminated, truncated) for one-hot or soft ``action`` of shape (batch, n_actions)."""
 
     def observe(self, state: Any) -> torch.Tensor:

@@ -1,0 +1,184 @@
+"""The Gumbel distribution, the Gumbel-Max trick and the Gumbel-Softmax relaxation.
+
+Notation follows the project's seed notes: logits ``o``, standard Gumbel noise ``g = -log(-log(eps))`` with
+``eps ~ U(0, 1)``, Gumbel-Max ``argmax(o + g)`` (an exact Categorical(softmax(o)) sample), and Gumbel-Softmax
+``softmax((o + g) / tau)`` (Jang et al. 2017; Maddison et al. 2017).
+
+Numerical care: ``eps`` is clamped into the open interval (0, 1) before the two logarithms, so the noise is always
+finite (at most about 16.6 and at least about -4.5 in float32), unlike ``torch.nn.functional.gumbel_softmax``, whose
+exponential draw can be 0 and give ``inf``/``NaN``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+EULER_GAMMA = 0.5772156649015329
+"""Euler-Mascheroni constant: the mean of the standard Gumbel distribution."""
+
+
+def _check_tau(tau: float | torch.Tensor) -> None:
+    if isinstance(tau, torch.Tensor):
+        if tau.numel() != 1:
+            raise ValueError(f"tau must be a single positive number, got a tensor of shape {tuple(tau.shape)}")
+        tau = float(tau)
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be a finite number > 0, got {tau}")
+
+
+def check_logits(logits: torch.Tensor, dim: int = -1) -> None:
+    """Raise ``ValueError`` unless ``logits`` is a floating tensor usable as categorical logits along ``dim``.
+
+    ``-inf`` entries are allowed (masked actions) as long as every distribution keeps one finite logit; ``NaN`` and
+    ``+inf`` are refused.
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() == 0 or logits.shape[dim] == 0:
+        raise ValueError(f"logits must have at least one class along dim {dim}, got shape {tuple(logits.shape)}")
+    # amax propagates NaN, so one reduction catches NaN, +inf and all--inf rows.
+    row_max = logits.detach().amax(dim=dim)
+    if not bool(torch.isfinite(row_max).all()):
+        if bool(torch.isnan(logits).any()):
+            raise ValueError("logits contain NaN")
+        if bool(torch.isposinf(logits).any()):
+            raise ValueError("logits contain +inf")
+        raise ValueError("logits have a distribution whose every entry is -inf (all actions masked)")
+
+
+def _noise_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Draw half-precision noise in float32: fewer representable uniforms would bias the tails.
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def gumbel_noise(
+    shape: torch.Size | tuple[int, ...],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Standard Gumbel samples ``g = -log(-log(eps))``, ``eps ~ U(0, 1)`` clamped into the open interval.
+
+    Always finite. Returns a tensor of ``shape`` and ``dtype`` on ``device``.
+    """
+    nd = _noise_dtype(dtype)
+    u = torch.rand(shape, dtype=nd, device=device, generator=generator)
+    # rand is in [0, 1): only 0 needs care (its largest value 1 - 2**-24 gives g ~= 16.6 in float32).
+    g = u.clamp_(min=torch.finfo(nd).tiny).log_().neg_().log_().neg_()
+    return g if nd == dtype else g.to(dtype)
+
+
+def _gumbel_like(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return gumbel_noise(logits.shape, dtype=logits.dtype, device=logits.device, generator=generator)
+
+
+def gumbel_cdf(x: torch.Tensor | float, mu: float = 0.0, beta: float = 1.0) -> torch.Tensor:
+    """CDF of Gumbel(mu, beta): ``exp(-exp(-(x - mu) / beta))``. Raises ``ValueError`` if ``beta <= 0``."""
+    if not beta > 0:
+        raise ValueError(f"beta (scale) must be > 0, got {beta}")
+    z = (torch.as_tensor(x, dtype=torch.get_default_dtype()) - mu) / beta
+    return torch.exp(-torch.exp(-z))
+
+
+def gumbel_pdf(x: torch.Tensor | float, mu: float = 0.0, beta: float = 1.0) -> torch.Tensor:
+    """PDF of Gumbel(mu, beta): ``exp(-(z + exp(-z))) / beta`` with ``z = (x - mu) / beta``.
+
+    Raises ``ValueError`` if ``beta <= 0``.
+    """
+    if not beta > 0:
+        raise ValueError(f"beta (scale) must be > 0, got {beta}")
+    z = (torch.as_tensor(x, dtype=torch.get_default_dtype()) - mu) / beta
+    return torch.exp(-(z + torch.exp(-z))) / beta
+
+
+def gumbel_max(
+    logits: torch.Tensor, dim: int = -1, *, generator: torch.Generator | None = None, validate: bool = True
+) -> torch.Tensor:
+    """Exact Categorical(softmax(logits)) samples by the Gumbel-Max trick: ``argmax(logits + g)``.
+
+    Args:
+        logits: unnormalised log-probabilities, any shape; classes along ``dim``.
+        generator: optional torch generator for reproducible noise.
+    Returns:
+        Long tensor of class indices, ``logits`` shape without ``dim``.
+    Raises:
+        ValueError: NaN or +inf logits, or a distribution with every logit -inf.
+    """
+    if validate:
+        check_logits(logits, dim)
+    with torch.no_grad():
+        return (logits + _gumbel_like(logits, generator)).argmax(dim=dim)
+
+
+def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.zeros_like(like, memory_format=torch.legacy_contiguous_format).scatter_(dim, index, 1.0)
+
+
+class _StraightThroughSoftmax(torch.autograd.Function):
+    """Forward: the one-hot of ``index``. Backward: the Jacobian of ``softmax(z / tau)``.
+
+    Avoids the two temporaries of the usual ``y_hard - y_soft.detach() + y_soft``; same gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, index: torch.Tensor, tau: float, dim: int) -> torch.Tensor:  # type: ignore[override]
+        y = torch.softmax(z / tau, dim=dim)
+        ctx.save_for_backward(y)
+        ctx.tau, ctx.dim = tau, dim
+        return _one_hot(index, y, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        gy = grad * y
+        return (gy - y * gy.sum(ctx.dim, keepdim=True)) / ctx.tau, None, None, None
+
+
+def straight_through(
+    z: torch.Tensor, index: torch.Tensor | None = None, tau: float = 1.0, dim: int = -1
+) -> torch.Tensor:
+    """One-hot of ``index`` (default ``argmax(z)``, keepdim) forward; gradient of ``softmax(z / tau)`` backward."""
+    if index is None:
+        index = z.detach().argmax(dim=dim, keepdim=True)
+    if not (torch.is_grad_enabled() and z.requires_grad):
+        return _one_hot(index, z, dim)
+    return _StraightThroughSoftmax.apply(z, index, tau, dim)
+
+
+def gumbel_softmax(
+    logits: torch.Tensor,
+    tau: float = 1.0,
+    hard: bool = False,
+    dim: int = -1,
+    *,
+    generator: torch.Generator | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Gumbel-Softmax sample ``y = softmax((logits + g) / tau)``, or its straight-through one-hot.
+
+    A drop-in for ``torch.nn.functional.gumbel_softmax`` that never produces inf/NaN from the noise.
+
+    Args:
+        logits: unnormalised log-probabilities, classes along ``dim``.
+        tau: temperature > 0. Small tau: ``y`` near one-hot; large tau: near uniform.
+        hard: if True, return the one-hot of ``argmax(logits + g)`` (an exact categorical sample for any tau)
+            whose gradient is that of the relaxed sample ``y`` for the same noise (straight-through).
+        generator: optional torch generator for reproducible noise.
+        validate: check logits and tau (one reduction over the logits); disable in hot loops you trust.
+    Returns:
+        Tensor shaped like ``logits``.
+    Raises:
+        ValueError: tau <= 0 or not finite; NaN or +inf logits; a distribution with every logit -inf.
+    """
+    if validate:
+        _check_tau(tau)
+        check_logits(logits, dim)
+    z = logits + _gumbel_like(logits, generator)
+    if hard:
+        return straight_through(z, tau=float(tau), dim=dim)
+    return torch.softmax(z / tau, dim=dim)
