@@ -4,5 +4,20 @@ Importing this package registers the ``gumbel_rl/...`` gridworld suite with Gymn
 """
 
 from envs.differentiable import DifferentiableEnv, differentiable_ids, make_differentiable, register_twin
+from envs.gridworld import GridWorld
+from envs.gridworld_twin import GridState, GridWorldTwin, register_gridworld_twins
+from envs.maps import GRIDWORLD_IDS, register_gridworlds
 
-__all__ = ["DifferentiableEnv", "differentiable_ids", "make_differentiable", "register_twin"]
+register_gridworlds()
+register_gridworld_twins(GRIDWORLD_IDS)
+
+__all__ = [
+    "DifferentiableEnv",
+    "GRIDWORLD_IDS",
+    "GridState",
+    "GridWorld",
+    "GridWorldTwin",
+    "differentiable_ids",
+    "make_differentiable",
+    "register_twin",
+]
