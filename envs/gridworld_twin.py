@@ -1,9 +1,10 @@
 """Differentiable twin of ``envs.gridworld.GridWorld``: the same dynamics as batched torch functions.
 
-The state of each environment is a distribution ``dist`` over the ``n_cells = rows * cols`` cells (cell index
-``row * ncols + col``, as the Gymnasium env's ``Discrete`` observation). A fresh start is one-hot; soft actions
-spread the mass. ``observe(state)`` returns ``dist`` itself, which for a one-hot state is exactly the one-hot a
-policy makes of the env's ``Discrete(n_cells)`` observation, so a policy trained on the twin acts on the env.
+The state of each environment is a distribution ``dist`` over the ``n_cells = rows * cols`` cells (cell
+index ``row * ncols + col``, as the Gymnasium env's ``Discrete`` observation). A fresh start is one-hot; soft
+actions spread the mass. ``observe(state)`` returns ``dist`` itself, which for a one-hot state is exactly the
+one-hot a policy makes of the env's ``Discrete(n_cells)`` observation, so a policy trained on the twin acts on
+the env.
 
 Dynamics of one ``step`` for an action ``action`` of shape (batch, 4), one-hot or probabilities:
 
@@ -15,9 +16,9 @@ Dynamics of one ``step`` for an action ``action`` of shape (batch, 4), one-hot o
   as an index table, see ``transition_matrices`` for the dense form). Mass already on goal/trap cells (and on
   walls, which a valid state never holds) stays where it is: terminal cells absorb.
 - ``reward = moved @ enter_reward`` with ``enter_reward[c] = step_cost + goal_reward [c is a goal]
-  + trap_reward [c is a trap]``: the step cost on the mass that was still alive, plus the goal/trap reward on
-  the mass entering those cells; absorbed mass earns nothing. It is linear, so differentiable, in both ``dist``
-  and ``action`` (rows of ``action`` should sum to 1; otherwise moved mass is scaled by the row sum).
+  + trap_reward [c is a trap]``: the step cost on the mass that was still alive, plus the goal/trap reward
+  on the mass entering those cells; absorbed mass earns nothing. It is linear, so differentiable, in both
+  ``dist`` and ``action`` (rows of ``action`` should sum to 1; otherwise moved mass is scaled by the row sum).
 - ``terminated = (mass on goal/trap cells >= 1 - 1e-6)``; ``t`` counts steps; ``truncated = (t >=
   max_episode_steps) & ~terminated``. Note: Gymnasium's ``TimeLimit`` reports ``truncated=True`` also when the
   last allowed step terminates; the twin then reports only ``terminated``.
@@ -109,12 +110,12 @@ class GridWorldTwin:
         self.obs_dim = env.n_cells
         self.slip = env.slip
         dev = self.device
-        # Log-probabilities computed by numpy exactly as the env does, so the Gumbel-Max draws agree bit for bit.
+        # Log-probabilities computed by numpy exactly as the env does: Gumbel-Max draws agree bit for bit.
         self._slip_log_p = torch.as_tensor(env._slip_log_p, dtype=torch.float64, device=dev)
         self._start_log_p = torch.as_tensor(env._start_log_p, dtype=torch.float64, device=dev)
         self._offsets = torch.as_tensor(SLIP_OFFSETS, dtype=torch.long, device=dev)
         self.next_cell = torch.as_tensor(env.next_cell, dtype=torch.long, device=dev)  # (n_cells, 4)
-        # dest[d * n_cells + s] = next_cell[s, d]: direction-major, matching the (batch, 4, n_cells) mass layout.
+        # dest[d * n_cells + s] = next_cell[s, d]: direction-major, as the (batch, 4, n_cells) mass layout.
         self._dest = self.next_cell.T.reshape(-1).contiguous()
         self.terminal_mask = torch.as_tensor(env.terminal_mask, device=dev)
         self.active_mask = torch.as_tensor(~(env.terminal_mask | env.wall_mask), device=dev)
@@ -132,7 +133,11 @@ class GridWorldTwin:
             ValueError: ``env_id`` is registered but is not a GridWorld.
         """
         spec = gym.spec(env_id)
-        entry = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__name__", "")
+        entry = (
+            spec.entry_point
+            if isinstance(spec.entry_point, str)
+            else getattr(spec.entry_point, "__name__", "")
+        )
         if not str(entry).endswith("GridWorld"):
             raise ValueError(f"{env_id!r} is not a GridWorld env (entry point {spec.entry_point!r})")
         return cls(
@@ -156,7 +161,8 @@ class GridWorldTwin:
         Args:
             batch: number of environments.
             generator: source of the uniforms when ``uniforms`` is None.
-            uniforms: (batch, n_cells) uniforms in [0, 1) to replay (e.g. the env's reset ``info["uniforms"]``).
+            uniforms: (batch, n_cells) uniforms in [0, 1) to replay, e.g. the env's reset
+                ``info["uniforms"]``.
 
         Raises:
             ValueError: ``uniforms`` of the wrong shape.
@@ -176,7 +182,10 @@ class GridWorldTwin:
         return GridState(dist, t, torch.zeros(batch, dtype=torch.bool, device=self.device))
 
     def reset_done(
-        self, state: GridState, done_mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        state: GridState,
+        done_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> GridState:
         """``state`` with the environments in ``done_mask`` (default ``state.done``) replaced by fresh starts.
 
@@ -201,29 +210,34 @@ class GridWorldTwin:
 
         Args:
             state: current ``GridState``.
-            action: (batch, 4) floating, one-hot or probabilities over (up, right, down, left); cast to ``dtype``.
+            action: (batch, 4) floating, one-hot or probabilities over (up, right, down, left); cast to
+                ``dtype``.
             uniforms: (batch, 3) uniforms for the slip outcome (intended, left, right), e.g. the env's
                 ``info["uniforms"]``; drawn from ``generator`` when None.
             generator: torch generator on ``device``.
 
         Returns:
-            ``(next_state, reward, terminated, truncated)``: ``reward`` (batch,) in ``dtype``; the flags (batch,)
-            bool.
+            ``(next_state, reward, terminated, truncated)``: ``reward`` (batch,) in ``dtype``; the flags
+            (batch,) bool.
 
         Raises:
             ValueError: ``action`` not a floating tensor of shape (batch, 4); ``uniforms`` not (batch, 3).
         """
         dist = state.dist
         batch = dist.shape[0]
-        if not isinstance(action, torch.Tensor) or not action.is_floating_point() or action.shape != (batch, 4):
+        if (
+            not isinstance(action, torch.Tensor)
+            or not action.is_floating_point()
+            or action.shape != (batch, 4)
+        ):
             got = (
                 f"{action.dtype} tensor of shape {tuple(action.shape)}"
                 if isinstance(action, torch.Tensor)
                 else type(action).__name__
             )
             raise ValueError(
-                f"action must be a floating tensor of shape (batch, 4) = ({batch}, 4), one-hot or probabilities "
-                f"over (up, right, down, left); got {got}"
+                f"action must be a floating tensor of shape (batch, 4) = ({batch}, 4), one-hot or "
+                f"probabilities over (up, right, down, left); got {got}"
             )
         if uniforms is None:
             uniforms = self._draw_uniforms((batch, 3), generator)
@@ -257,6 +271,9 @@ class GridWorldTwin:
 
 
 def register_gridworld_twins(env_ids: Sequence[str]) -> None:
-    """Register ``GridWorldTwin.from_env_id`` as the twin of each id (``make_differentiable(id, device, dtype)``)."""
+    """Register ``GridWorldTwin.from_env_id`` as the twin of each id.
+
+    ``make_differentiable(env_id, device=..., dtype=...)`` then builds the twin from the registered spec.
+    """
     for env_id in env_ids:
         register_twin(env_id, functools.partial(GridWorldTwin.from_env_id, env_id))

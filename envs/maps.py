@@ -64,7 +64,7 @@ FOUR_ROOMS_11X11 = (
     "S....#....G",
 )
 
-# Depth-first maze on an 8x8 cell lattice (numpy default_rng(5)) with 3 extra openings, walled on the right/bottom.
+# Depth-first maze on an 8x8 cell lattice (numpy default_rng(5)), 3 extra openings, walled right and bottom.
 MAZE_16X16 = (
     "S....#.....#...#",
     "####.#.#.#.###.#",

@@ -1,4 +1,4 @@
-"""Tests of the differentiable GridWorld twin: exact lock-step with the Gymnasium env, gradients, soft actions."""
+"""Tests of the differentiable GridWorld twin: lock-step with the Gymnasium env, gradients, soft actions."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from envs.gridworld_twin import GridState, GridWorldTwin
 from envs.maps import GRIDWORLD_IDS
 
 EPISODES = 30
-# Hand-checkable 3x3 map: start in the centre (cell 4), goal in the bottom-right corner (cell 8), trap at cell 2.
+# Hand-checkable 3x3 map: start in the centre (cell 4), goal bottom-right (cell 8), trap top-right (cell 2).
 MAP_3X3 = ["..T", ".S.", "..G"]
 
 
@@ -23,7 +23,16 @@ def _record(env_id: str, seed: int) -> dict:
     env = gym.make(env_id)
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
-    ep = {"reset_u": info["uniforms"], "obs0": obs, "a": [], "u": [], "obs": [], "r": [], "term": [], "trunc": []}
+    ep = {
+        "reset_u": info["uniforms"],
+        "obs0": obs,
+        "a": [],
+        "u": [],
+        "obs": [],
+        "r": [],
+        "term": [],
+        "trunc": [],
+    }
     done = False
     while not done:
         a = int(rng.integers(4))
@@ -132,8 +141,9 @@ def test_step_matches_dense_transition_matrices() -> None:
     dist /= dist.sum(1, keepdim=True)
     action = torch.softmax(torch.randn(64, 4, generator=g, dtype=torch.float64), 1)
     unif = torch.rand(64, 3, generator=g, dtype=torch.float64)
-    nxt, reward, _, _ = twin.step(GridState(dist, torch.zeros(64, dtype=torch.long), torch.zeros(64, dtype=bool)),
-                                  action, uniforms=unif)
+    nxt, reward, _, _ = twin.step(
+        GridState(dist, torch.zeros(64, dtype=torch.long), torch.zeros(64, dtype=bool)), action, uniforms=unif
+    )
     outcome = torch.argmax(twin._slip_log_p - torch.log(-torch.log(unif)), 1)
     live = dist * twin.active_mask
     for b in range(64):
@@ -200,7 +210,9 @@ def test_bad_action_and_uniforms_raise_clear_errors() -> None:
         twin.step(state, torch.zeros(3, 4))
     with pytest.raises(ValueError, match=msg + ".*got ndarray"):
         twin.step(state, np.zeros((2, 4)))
-    with pytest.raises(ValueError, match=r"step uniforms must have shape \(batch, 3\) = \(2, 3\); got \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"step uniforms must have shape \(batch, 3\) = \(2, 3\); got \(2, 4\)"
+    ):
         twin.step(state, torch.eye(4)[:2], uniforms=torch.rand(2, 4))
     with pytest.raises(ValueError, match=r"reset uniforms must have shape \(batch, n_cells\) = \(2, 25\)"):
         twin.reset(2, uniforms=torch.rand(2, 24))
