@@ -7,6 +7,7 @@ from envs.differentiable import DifferentiableEnv, differentiable_ids, make_diff
 from envs.gridworld import GridWorld
 from envs.gridworld_twin import GridState, GridWorldTwin, register_gridworld_twins
 from envs.maps import GRIDWORLD_IDS, register_gridworlds
+from envs.tabular import TabularModel, ValueIterationResult, policy_return, value_iteration
 
 register_gridworlds()
 register_gridworld_twins(GRIDWORLD_IDS)
@@ -17,7 +18,11 @@ __all__ = [
     "GridState",
     "GridWorld",
     "GridWorldTwin",
+    "TabularModel",
+    "ValueIterationResult",
     "differentiable_ids",
     "make_differentiable",
+    "policy_return",
     "register_twin",
+    "value_iteration",
 ]
