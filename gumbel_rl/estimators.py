@@ -115,17 +115,16 @@ def sample_action(
     if validate:
         check_estimator(estimator)
         _check_tau(tau)
-        check_logits(logits)
         if estimator == "gumbel-rao" and not (isinstance(k, int) and k >= 1):
             raise ValueError(f"k (conditional draws for gumbel-rao) must be an integer >= 1, got {k!r}")
     tau = float(tau)
-    if estimator == "relaxed":
-        return gumbel_softmax(logits, tau, hard=False, generator=generator, validate=False)
-    if estimator == "st-gumbel":
-        return gumbel_softmax(logits, tau, hard=True, generator=generator, validate=False)
+    if estimator in ("relaxed", "st-gumbel"):
+        return gumbel_softmax(logits, tau, hard=estimator == "st-gumbel", generator=generator, validate=validate)
     if estimator == "argmax":
+        if validate:
+            check_logits(logits)
         return _straight_through(logits, tau=tau)
-    index = gumbel_max(logits, generator=generator, validate=False).unsqueeze(-1)
+    index = gumbel_max(logits, generator=generator, validate=validate).unsqueeze(-1)
     if estimator == "reinforce" or not (torch.is_grad_enabled() and logits.requires_grad):
         return _one_hot(index, logits.detach(), -1)
     if estimator == "reinmax":

@@ -28,26 +28,35 @@ def _check_tau(tau: float | torch.Tensor) -> None:
         raise ValueError(f"tau must be a finite number > 0, got {tau}")
 
 
-def check_logits(logits: torch.Tensor, dim: int = -1) -> None:
-    """Raise ``ValueError`` unless ``logits`` is a floating tensor usable as categorical logits along ``dim``.
-
-    ``-inf`` entries are allowed (masked actions) as long as every distribution keeps one finite logit; ``NaN`` and
-    ``+inf`` are refused.
-    """
+def _check_logits_meta(logits: torch.Tensor, dim: int) -> None:
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
     if logits.dim() == 0 or logits.shape[dim] == 0:
         raise ValueError(f"logits must have at least one class along dim {dim}, got shape {tuple(logits.shape)}")
-    # amax propagates NaN, so one reduction catches NaN, +inf and all--inf rows.
-    row_max = logits.detach().amax(dim=dim)
-    if not bool(torch.isfinite(row_max).all()):
-        if bool(torch.isnan(logits).any()):
-            raise ValueError("logits contain NaN")
-        if bool(torch.isposinf(logits).any()):
-            raise ValueError("logits contain +inf")
-        raise ValueError("logits have a distribution whose every entry is -inf (all actions masked)")
+
+
+def _check_row_max(row_max: torch.Tensor, logits: torch.Tensor) -> None:
+    """Raise unless every row maximum is finite. ``max`` propagates NaN, so this one check catches NaN, +inf and
+    rows of all -inf in ``logits`` (or in ``logits`` plus finite noise); the diagnosis runs only on failure."""
+    if bool(torch.isfinite(row_max).all()):
+        return
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("logits contain NaN")
+    if bool(torch.isposinf(logits).any()):
+        raise ValueError("logits contain +inf")
+    raise ValueError("logits have a distribution whose every entry is -inf (all actions masked)")
+
+
+def check_logits(logits: torch.Tensor, dim: int = -1) -> None:
+    """Raise ``ValueError`` unless ``logits`` is a floating tensor usable as categorical logits along ``dim``.
+
+    ``-inf`` entries are allowed (masked actions) as long as every distribution keeps one finite logit; ``NaN`` and
+    ``+inf`` are refused.
+    """
+    _check_logits_meta(logits, dim)
+    _check_row_max(logits.detach().amax(dim=dim), logits)
 
 
 def _noise_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -77,11 +86,16 @@ def _gumbel_like(logits: torch.Tensor, generator: torch.Generator | None) -> tor
     return gumbel_noise(logits.shape, dtype=logits.dtype, device=logits.device, generator=generator)
 
 
+def _as_float_tensor(x: torch.Tensor | float) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+
+
 def gumbel_cdf(x: torch.Tensor | float, mu: float = 0.0, beta: float = 1.0) -> torch.Tensor:
     """CDF of Gumbel(mu, beta): ``exp(-exp(-(x - mu) / beta))``. Raises ``ValueError`` if ``beta <= 0``."""
     if not beta > 0:
         raise ValueError(f"beta (scale) must be > 0, got {beta}")
-    z = (torch.as_tensor(x, dtype=torch.get_default_dtype()) - mu) / beta
+    z = (_as_float_tensor(x) - mu) / beta
     return torch.exp(-torch.exp(-z))
 
 
@@ -92,7 +106,7 @@ def gumbel_pdf(x: torch.Tensor | float, mu: float = 0.0, beta: float = 1.0) -> t
     """
     if not beta > 0:
         raise ValueError(f"beta (scale) must be > 0, got {beta}")
-    z = (torch.as_tensor(x, dtype=torch.get_default_dtype()) - mu) / beta
+    z = (_as_float_tensor(x) - mu) / beta
     return torch.exp(-(z + torch.exp(-z))) / beta
 
 
@@ -110,9 +124,12 @@ def gumbel_max(
         ValueError: NaN or +inf logits, or a distribution with every logit -inf.
     """
     if validate:
-        check_logits(logits, dim)
+        _check_logits_meta(logits, dim)
     with torch.no_grad():
-        return (logits + _gumbel_like(logits, generator)).argmax(dim=dim)
+        row_max, index = (logits + _gumbel_like(logits, generator)).max(dim=dim)
+    if validate:
+        _check_row_max(row_max, logits)
+    return index
 
 
 def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
@@ -177,8 +194,13 @@ def gumbel_softmax(
     """
     if validate:
         _check_tau(tau)
-        check_logits(logits, dim)
+        _check_logits_meta(logits, dim)
     z = logits + _gumbel_like(logits, generator)
     if hard:
-        return straight_through(z, tau=float(tau), dim=dim)
+        row_max, index = z.detach().max(dim=dim, keepdim=True)
+        if validate:
+            _check_row_max(row_max, logits)
+        return straight_through(z, index, tau=float(tau), dim=dim)
+    if validate:
+        _check_row_max(z.detach().amax(dim=dim), logits)
     return torch.softmax(z / tau, dim=dim)
