@@ -1,1 +1,21 @@
-"""Training algorithms for gumbel-rl policies."""
+"""Training algorithms for gumbel-rl policies, behind one interface: ``make_agent(method, env_id, ...)``."""
+
+from agents.base import Agent, Config
+from agents.callbacks import BaseCallback, CallbackList, FunctionCallback, StopTrainingOnSolved
+from agents.evaluation import EvalResult, evaluate, is_solved
+from agents.registry import METHODS, make_agent, methods_for
+
+__all__ = [
+    "METHODS",
+    "Agent",
+    "BaseCallback",
+    "CallbackList",
+    "Config",
+    "EvalResult",
+    "FunctionCallback",
+    "StopTrainingOnSolved",
+    "evaluate",
+    "is_solved",
+    "make_agent",
+    "methods_for",
+]

@@ -1,0 +1,292 @@
+"""What every training method shares: configuration, the learn loop, evaluation, the record, checkpoints.
+
+A method is an :class:`Agent` subclass with a :class:`Config` subclass (its hyperparameters, with field comments
+that explain them) and two hooks:
+
+- ``_setup()``: build networks, optimisers and environments (``self.policy`` must be a ``GumbelPolicy``);
+- ``_train_iteration() -> (env_steps, metrics)``: one update; returns how many environment transitions it
+  consumed (simulated by a twin or not, each counts as one) and a dict of scalar losses/statistics.
+
+The learn loop times training (excluding evaluation), evaluates the greedy policy in the real Gymnasium
+environment every ``eval_every`` env steps, decides "solved" (mean over 100 deterministic episodes >=
+``reward_threshold``), appends one row per iteration to ``record``, and calls the callback, which may stop it.
+
+Checkpoints (``save``/``load``) are plain data -- state dicts, RNG states and JSON metadata -- written
+atomically and read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from agents.callbacks import BaseCallback, as_callback
+from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate, is_solved, reward_threshold
+from gumbel_rl.policy import GumbelPolicy, atomic_torch_save, resolve_device, safe_torch_load
+
+CHECKPOINT_FORMAT = "gumbel-rl/AgentCheckpoint"
+CHECKPOINT_VERSION = 1
+
+
+def check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite number > 0 (>= 0 with ``allow_zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"hyperparameter {name} must be {kind} {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def check_fraction(name: str, value: Any, closed_high: bool = True) -> None:
+    """Raise ``ValueError`` unless ``0 <= value <= 1`` (``< 1`` when not ``closed_high``)."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value
+    if not (ok and (value <= 1 if closed_high else value < 1)):
+        raise ValueError(f"hyperparameter {name} must be in [0, 1{']' if closed_high else ')'}, got {value!r}")
+
+
+@dataclass
+class Config:
+    """Hyperparameters every method has. Subclasses add theirs and extend ``validate``."""
+
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy network."""
+    activation: str = "tanh"
+    """Activation of the policy network (tanh, relu, elu, gelu)."""
+    eval_every: int = 5_000
+    """Evaluate the greedy policy in the real Gymnasium env every this many env steps."""
+    eval_episodes: int = 10
+    """Episodes per periodic evaluation; a mean at the threshold triggers the 100-episode solve check."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad hyperparameter."""
+        if not self.net_arch or any(not isinstance(h, int) or h <= 0 for h in self.net_arch):
+            raise ValueError(
+                f"hyperparameter net_arch must be a non-empty list of positive integers, got {self.net_arch!r}"
+            )
+        check_positive("eval_every", self.eval_every, integer=True)
+        check_positive("eval_episodes", self.eval_episodes, integer=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_config(config_cls: type[Config], defaults: dict[str, Any], overrides: dict[str, Any]) -> Config:
+    """``config_cls`` from its own defaults, then ``defaults`` (per method and env), then user ``overrides``.
+
+    Raises:
+        ValueError: an unknown hyperparameter name (the message lists the valid ones) or an invalid value.
+    """
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    values = {**defaults, **overrides}
+    if "net_arch" in values and values["net_arch"] is not None:
+        values["net_arch"] = tuple(values["net_arch"])
+    cfg = config_cls(**values)
+    cfg.validate()
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's global generators (CPU and CUDA). NumPy: each agent has its own ``np_rng``."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Agent(ABC):
+    """Base of every method. Build one with ``agents.make_agent(method, env_id, ...)``.
+
+    Attributes:
+        policy: the ``GumbelPolicy`` (use ``policy.predict``).
+        num_env_steps: environment transitions consumed so far.
+        train_wall_s: seconds spent training (evaluation excluded).
+        record: one dict per iteration: ``env_steps``, ``wall_s``, losses, and ``eval_return_mean`` /
+            ``eval_return_std`` on iterations that evaluated.
+        solved, solve_env_steps, solve_wall_s: when the 100-episode deterministic evaluation first reached the
+            environment's reward threshold.
+    """
+
+    config_cls: ClassVar[type[Config]] = Config
+
+    def __init__(self, method: str, env_id: str, config: Config, seed: int = 0, device: str = "auto") -> None:
+        self.method, self.env_id, self.config, self.seed = method, env_id, config, int(seed)
+        self.device = resolve_device(device)
+        self.num_env_steps = 0
+        self.iterations = 0
+        self.train_wall_s = 0.0
+        self.record: list[dict[str, Any]] = []
+        self.solved = False
+        self.solve_env_steps: int | None = None
+        self.solve_wall_s: float | None = None
+        self.last_eval: EvalResult | None = None
+        self._next_eval = 0
+        self.threshold = reward_threshold(env_id)
+        seed_everything(self.seed)
+        self.np_rng = np.random.default_rng(self.seed)
+        self.policy: GumbelPolicy
+        self._setup()
+
+    # ---- hooks -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def _setup(self) -> None:
+        """Build ``self.policy`` and whatever the method trains with."""
+
+    @abstractmethod
+    def _train_iteration(self) -> tuple[int, dict[str, float]]:
+        """One update: (env steps consumed, scalar metrics)."""
+
+    def _training_state(self) -> dict[str, Any]:
+        """Everything beyond the policy needed to resume (state dicts, tensors, numbers)."""
+        return {}
+
+    def _load_training_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Inverse of ``_training_state``."""
+
+    # ---- learning ----------------------------------------------------------------------------------------
+    def learn(self, total_env_steps: int, callback: Any = None) -> Agent:
+        """Train until ``num_env_steps >= total_env_steps`` (an absolute count, so a resumed agent continues to
+        the same target), or until the callback returns False. Returns ``self``."""
+        check_positive("total_env_steps", total_env_steps, integer=True)
+        cb = self._start_learning(callback)
+        try:
+            while self.num_env_steps < total_env_steps:
+                t0 = time.perf_counter()
+                steps, metrics = self._train_iteration()
+                self.train_wall_s += time.perf_counter() - t0
+                if not self._after_iteration(steps, metrics, cb):
+                    break
+        finally:
+            cb.on_training_end()
+        return self
+
+    def _start_learning(self, callback: Any) -> BaseCallback:
+        cb = as_callback(callback)
+        cb.init_callback(self)
+        return cb
+
+    def _after_iteration(self, env_steps: int, metrics: dict[str, float], callback: BaseCallback) -> bool:
+        """Count steps, evaluate when due, append the record row, call the callback. False: stop training."""
+        self.num_env_steps += int(env_steps)
+        self.iterations += 1
+        row: dict[str, Any] = {"env_steps": self.num_env_steps, "wall_s": round(self.train_wall_s, 4)}
+        row.update({k: float(v) for k, v in metrics.items()})
+        if self.num_env_steps >= self._next_eval:
+            self._next_eval = self.num_env_steps + self.config.eval_every
+            result = self.evaluate_progress()
+            row.update(eval_return_mean=result.mean, eval_return_std=result.std, solved=self.solved)
+        self.record.append(row)
+        return callback.on_step(row)
+
+    def evaluate_progress(self) -> EvalResult:
+        """Periodic evaluation: ``eval_episodes`` greedy episodes; at the threshold, the 100-episode solve check."""
+        episodes = self.config.eval_episodes
+        result = evaluate(self.policy, self.env_id, episodes, deterministic=True, seed=self.seed + 10_000)
+        if not self.solved and self.threshold is not None and result.mean >= self.threshold:
+            full = evaluate(self.policy, self.env_id, SOLVE_EPISODES, deterministic=True, seed=self.seed + 20_000)
+            if is_solved(full, self.env_id):
+                self.solved = True
+                self.solve_env_steps, self.solve_wall_s = self.num_env_steps, self.train_wall_s
+            result = full
+        self.last_eval = result
+        return result
+
+    def evaluate(self, episodes: int = SOLVE_EPISODES, deterministic: bool = True, seed: int = 0) -> EvalResult:
+        """The policy's return in the real Gymnasium env (see ``agents.evaluation.evaluate``)."""
+        return evaluate(self.policy, self.env_id, episodes, deterministic=deterministic, seed=seed)
+
+    # ---- files -------------------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able description of the run so far."""
+        return {
+            "method": self.method,
+            "env_id": self.env_id,
+            "seed": self.seed,
+            "hyperparameters": self.config.to_dict(),
+            "num_env_steps": self.num_env_steps,
+            "iterations": self.iterations,
+            "train_wall_s": self.train_wall_s,
+            "solved": self.solved,
+            "solve_env_steps": self.solve_env_steps,
+            "solve_wall_s": self.solve_wall_s,
+            "next_eval": self._next_eval,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint (policy, training state, RNG states, record) atomically to ``path``."""
+        rng = {"torch": torch.get_rng_state(), "numpy": json.dumps(self.np_rng.bit_generator.state)}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "metadata": json.dumps(self.metadata()),
+            "record": json.dumps(self.record),
+            "policy_config": json.dumps(self.policy.config()),
+            "policy": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
+            "training_state": _to_cpu(self._training_state()),
+            "rng": rng,
+        }
+        return atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> Agent:
+        """Rebuild an agent from a checkpoint written by ``save`` (any method), ready to ``learn`` further.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: truncated, corrupt or foreign file.
+        """
+        from agents.registry import make_agent
+
+        payload = safe_torch_load(path, CHECKPOINT_FORMAT)
+        try:
+            meta = json.loads(payload["metadata"])
+            hp = meta["hyperparameters"]
+            agent = make_agent(meta["method"], meta["env_id"], seed=meta["seed"], device=device, **hp)
+            agent.policy.load_state_dict(payload["policy"])
+            agent._load_training_state(_to_device(payload["training_state"], agent.device))
+            agent.record = json.loads(payload["record"])
+        except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a valid gumbel-rl agent checkpoint ({type(exc).__name__}: {exc})") from None
+        for key in ("num_env_steps", "iterations", "train_wall_s", "solved", "solve_env_steps", "solve_wall_s"):
+            setattr(agent, key, meta[key])
+        agent._next_eval = meta["next_eval"]
+        torch.set_rng_state(payload["rng"]["torch"])
+        agent.np_rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
+        if "cuda" in payload["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        return agent
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
