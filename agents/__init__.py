@@ -1,5 +1,7 @@
 """Training algorithms for gumbel-rl policies, behind one interface: ``make_agent(method, env_id, ...)``."""
 
+import agents.pathwise  # noqa: F401  (registers the twin methods)
+import agents.critic  # noqa: F401  (registers the <estimator>-critic methods)
 from agents.base import Agent, Config
 from agents.callbacks import BaseCallback, CallbackList, FunctionCallback, StopTrainingOnSolved
 from agents.evaluation import EvalResult, evaluate, is_solved
