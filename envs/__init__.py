@@ -3,6 +3,7 @@
 Importing this package registers the ``gumbel_rl/...`` gridworld suite with Gymnasium.
 """
 
+from envs.cartpole_twin import CartPoleState, CartPoleTwin
 from envs.differentiable import DifferentiableEnv, differentiable_ids, make_differentiable, register_twin
 from envs.gridworld import GridWorld
 from envs.gridworld_twin import GridState, GridWorldTwin, register_gridworld_twins
@@ -13,6 +14,8 @@ register_gridworlds()
 register_gridworld_twins(GRIDWORLD_IDS)
 
 __all__ = [
+    "CartPoleState",
+    "CartPoleTwin",
     "DifferentiableEnv",
     "GRIDWORLD_IDS",
     "GridState",

@@ -1,0 +1,242 @@
+"""Differentiable, batched twin of Gymnasium's ``CartPole-v1`` (registered as ``make_differentiable("CartPole-v1")``).
+
+The dynamics are those of ``gymnasium/envs/classic_control/cartpole.py`` (gymnasium 1.4), read from the installed
+source: the same constants (``polemass_length = masspole * length`` with ``length = 0.5`` the *half* pole length),
+the same equations evaluated in the same operation order, and the default ``"euler"`` integrator, which advances
+positions with the *old* velocities (``x += tau * x_dot`` before ``x_dot += tau * xacc``).
+
+Precision: Gymnasium keeps the state as float64 (numpy float64 maths, ``np_random.uniform`` draws float64) and only
+hands out a float32 copy as the observation. A twin built with ``dtype=torch.float64`` therefore mirrors it exactly
+in arithmetic; the only difference left is the last-ulp rounding of ``sin``/``cos`` (torch's vectorised kernels vs
+the C library numpy calls), which matters only over long chaotic rollouts. The default ``float32`` twin runs the
+same equations in float32 for speed (it is meant for training, not bit-exact replay).
+
+Everything here is a pure function of tensors: batched over any number of environments, on any device, with
+gradients flowing from the next state to the previous state and to the (one-hot or soft) action.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from envs.differentiable import register_twin
+
+__all__ = ["CartPoleState", "CartPoleTwin"]
+
+
+class CartPoleState(NamedTuple):
+    """Batched CartPole state.
+
+    Attributes:
+        x: (batch, 4) float tensor ``[x, x_dot, theta, theta_dot]`` in m, m/s, rad, rad/s (Gymnasium's order).
+        t: (batch,) long tensor, steps taken since the last reset (used for the 500-step truncation).
+    """
+
+    x: torch.Tensor
+    t: torch.Tensor
+
+
+class CartPoleTwin:
+    """Batched torch re-implementation of ``gymnasium.make("CartPole-v1")``.
+
+    Args:
+        device: where states live (``"cpu"``, ``"cuda"``, a ``torch.device``); default CPU.
+        dtype: floating dtype of the state; float32 by default, float64 to mirror Gymnasium's own precision
+            (and for ``torch.autograd.gradcheck``).
+
+    Raises:
+        ValueError: if ``dtype`` is not a floating-point dtype.
+    """
+
+    env_id = "CartPole-v1"
+    obs_dim = 4
+    n_actions = 2
+    max_episode_steps = 500
+
+    # Constants exactly as CartPoleEnv.__init__ computes them (Python float64).
+    gravity = 9.8
+    masscart = 1.0
+    masspole = 0.1
+    total_mass = masspole + masscart
+    length = 0.5  # half the pole's length
+    polemass_length = masspole * length
+    force_mag = 10.0
+    tau = 0.02  # seconds between state updates
+    theta_threshold_radians = 12 * 2 * math.pi / 360
+    x_threshold = 2.4
+    reset_low = -0.05
+    reset_high = 0.05
+
+    def __init__(self, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
+        if not dtype.is_floating_point:
+            raise ValueError(f"CartPoleTwin dtype must be a floating-point dtype (e.g. torch.float32), got {dtype}")
+        self.dtype = dtype
+        # |x| and |theta| limits, (2, 1), applied to the rows (x, theta) of the (4, batch) state view in one go.
+        self._thresholds_col = torch.tensor(
+            [[self.x_threshold], [self.theta_threshold_radians]], dtype=dtype, device=device
+        )
+        self.device = self._thresholds_col.device  # resolved ("cuda" -> "cuda:0"), so comparisons are exact
+
+    def __repr__(self) -> str:
+        return f"CartPoleTwin(device={str(self.device)!r}, dtype={self.dtype})"
+
+    # ------------------------------------------------------------------ episode start
+    def reset(self, batch: int, generator: torch.Generator | None = None) -> CartPoleState:
+        """Fresh states for ``batch`` environments: each of the 4 state entries uniform in [-0.05, 0.05).
+
+        Args:
+            batch: number of environments (>= 1).
+            generator: optional ``torch.Generator`` on the twin's device, for reproducible draws.
+
+        Raises:
+            ValueError: if ``batch`` is not a positive int.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        xt = torch.empty((4, batch), dtype=self.dtype, device=self.device)
+        xt.uniform_(self.reset_low, self.reset_high, generator=generator)
+        return CartPoleState(xt.t(), torch.zeros(batch, dtype=torch.long, device=self.device))
+
+    def reset_done(
+        self, state: CartPoleState, done: torch.Tensor, generator: torch.Generator | None = None
+    ) -> CartPoleState:
+        """Re-draw the environments where ``done`` is True (as ``reset`` would), keep the others unchanged.
+
+        Out of place, so gradients still flow through the kept rows. On CPU only the done rows consume random
+        numbers; on other devices a full batch is drawn (to avoid a host sync), so the streams differ by device.
+
+        Args:
+            state: batched state.
+            done: (batch,) bool mask, typically ``terminated | truncated`` from ``step``.
+            generator: optional ``torch.Generator`` on the twin's device.
+
+        Raises:
+            ValueError: if ``done`` is not a (batch,) bool tensor.
+        """
+        batch = state.x.shape[0]
+        if done.dtype != torch.bool or done.shape != (batch,):
+            raise ValueError(
+                f"done must be a bool tensor of shape (batch,) = ({batch},), "
+                f"got dtype {done.dtype} and shape {tuple(done.shape)}"
+            )
+        xt = state.x.t()
+        t = state.t.masked_fill(done, 0)
+        if xt.device.type == "cpu":
+            # Draw only for the finished rows (the host knows how many; no device sync to pay).
+            idx = done.nonzero().squeeze(1)
+            n = idx.numel()
+            if n == 0:
+                return state
+            fresh = torch.empty((4, n), dtype=xt.dtype, device=xt.device)
+            fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
+            xt_new = xt.clone(memory_format=torch.contiguous_format)
+            xt_new[:, idx] = fresh
+        else:
+            # On an accelerator, counting the done rows would stall on a host sync: draw a full batch instead.
+            fresh = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)
+            fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
+            xt_new = torch.where(done, fresh, xt)
+        return CartPoleState(xt_new.t(), t)
+
+    # ------------------------------------------------------------------ dynamics
+    def step(
+        self, state: CartPoleState, action: torch.Tensor
+    ) -> tuple[CartPoleState, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One Euler step of 0.02 s for every environment in the batch.
+
+        Args:
+            state: batched state (``x`` of shape (batch, 4)).
+            action: (batch, 2) floating tensor, one-hot (0 = push left, 1 = push right) or soft weights. The force is
+                ``force_mag * (action[:, 1] - action[:, 0])`` N, i.e. exactly Gymnasium's -10 / +10 N for one-hot
+                actions and 0 N for [0.5, 0.5].
+
+        Returns:
+            ``(next_state, reward, terminated, truncated)``: ``reward`` is Gymnasium's, 1.0 for every step
+            (including the terminating one; state dtype, shape (batch,), no gradient); ``terminated`` (batch,) bool
+            when the new |x| > 2.4 m or |theta| > 12 deg; ``truncated`` (batch,) bool when the new step count
+            reaches 500. Stepping an already terminated environment is outside Gymnasium's contract: the
+            physics simply continue; use ``reset_done``.
+
+        Raises:
+            TypeError: if ``action`` is not a tensor.
+            ValueError: if ``action`` does not have shape (batch, 2) or is not floating point, or ``state.x`` is not
+                (batch, 4) of the twin's dtype and device.
+        """
+        x = state.x
+        if x.dim() != 2 or x.shape[1] != 4:
+            raise ValueError(f"state.x must have shape (batch, 4), got {tuple(x.shape)}")
+        if not isinstance(action, torch.Tensor):
+            raise TypeError(f"action must be a torch.Tensor of shape (batch, 2), got {type(action).__name__}")
+        batch = x.shape[0]
+        if action.shape != (batch, 2):
+            raise ValueError(
+                f"action must have shape (batch, n_actions) = ({batch}, 2) (one-hot or soft), got {tuple(action.shape)}"
+            )
+        if not action.is_floating_point():
+            raise ValueError(
+                f"action must be a floating-point tensor of shape ({batch}, 2) (one-hot or soft weights), "
+                f"got dtype {action.dtype}; e.g. torch.nn.functional.one_hot(a, 2).to({x.dtype})"
+            )
+        if x.dtype != self.dtype or x.device != self.device:
+            raise ValueError(
+                f"state.x must have this twin's dtype {self.dtype} on {self.device}, got {x.dtype} on {x.device}"
+            )
+        if action.dtype != x.dtype:
+            action = action.to(x.dtype)
+
+        # Work on the (4, batch) row view: each state variable contiguous (a strided column makes torch's sin/cos
+        # hundreds of times slower). States made by this class are stored that way already, so this is free.
+        xt = x.t()
+        if not xt.is_contiguous():
+            xt = xt.contiguous()
+        x_dot, theta, theta_dot = xt[1], xt[2], xt[3]
+
+        # Same expressions, same evaluation order as CartPoleEnv.step (bit-exact in float64 up to sin/cos).
+        # Divisions stay divisions and no fused multiply-add is used, for the same reason.
+        force = (action[:, 1] - action[:, 0]) * self.force_mag
+        costheta = torch.cos(theta)
+        sintheta = torch.sin(theta)
+        temp = (force + self.polemass_length * (theta_dot * theta_dot) * sintheta) / self.total_mass
+        thetaacc = (self.gravity * sintheta - costheta * temp) / (
+            self.length * (4.0 / 3.0 - self.masspole * (costheta * costheta) / self.total_mass)
+        )
+        xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
+
+        # Euler: [x, x_dot, theta, theta_dot] + tau * [x_dot, xacc, theta_dot, thetaacc] (old velocities first).
+        xt_next = xt + self.tau * torch.stack((x_dot, xacc, theta_dot, thetaacc))
+        terminated = (xt_next[::2].abs() > self._thresholds_col).any(dim=0)
+        t_next = state.t + 1
+        truncated = t_next >= self.max_episode_steps
+        reward = torch.ones(batch, dtype=x.dtype, device=x.device)
+        return CartPoleState(xt_next.t(), t_next), reward, terminated, truncated
+
+    def observe(self, state: CartPoleState) -> torch.Tensor:
+        """The observation the policy sees: ``state.x`` itself, (batch, 4), differentiable.
+
+        Gymnasium returns ``float32(state)``; with the default float32 twin this is the same tensor layout and dtype.
+        (For a float64 twin, ``observe(state).float()`` is Gymnasium's observation.)
+        """
+        return state.x
+
+    # ------------------------------------------------------------------ training surrogate (not the env reward)
+    def shaped_reward(self, state: CartPoleState) -> torch.Tensor:
+        """Smooth per-step training surrogate, **not** Gymnasium's reward (which is a constant 1.0, no gradient).
+
+        ``r = 1 - 0.5 * (theta / 12deg)^2 - 0.5 * (x / 2.4 m)^2``, shape (batch,), state dtype.
+
+        It is 1 with the pole upright and the cart centred, falls quadratically towards the termination thresholds
+        (0.5 when either |theta| or |x| sits on its threshold, 0 when both do) and keeps falling beyond them. Each
+        term is normalised by its own threshold so angle and position count alike in "distance to failure". A
+        quadratic (an LQR-style cost) rather than a bounded bump: its gradient grows with the deviation and never
+        vanishes, so trajectories heading out of bounds are still pushed back. It uses the next state a ``step``
+        returns, so it reaches the action through the dynamics (the action moves theta_dot and x_dot first, then,
+        one step later, theta and x).
+        """
+        x = state.x
+        return 1.0 - 0.5 * (x[:, 2] / self.theta_threshold_radians) ** 2 - 0.5 * (x[:, 0] / self.x_threshold) ** 2
+
+
+register_twin("CartPole-v1", CartPoleTwin)
