@@ -106,8 +106,16 @@ def plot_gumbel_softmax_temperatures(path: Path) -> Path:
             y = torch.softmax((logits + noise) / tau, dim=-1).numpy()
             ax = axes[0, t_idx]
             ax.bar(classes, y.mean(0), width=0.7, color="#1f77b4", alpha=0.8, label="mean sample E[y]")
-            ax.scatter(classes, probs.numpy(), marker="_", s=600, linewidths=2.5, color="black", zorder=3,
-                       label="softmax(logits)")
+            ax.scatter(
+                classes,
+                probs.numpy(),
+                marker="_",
+                s=600,
+                linewidths=2.5,
+                color="black",
+                zorder=3,
+                label="softmax(logits)",
+            )
             ax.set_title(f"tau = {tau:g}", fontsize=11)
             ax = axes[1, t_idx]
             width = 0.8 / N_SHOWN_SAMPLES
@@ -130,8 +138,9 @@ def plot_gumbel_softmax_temperatures(path: Path) -> Path:
             h2, l2 = axes[1, 0].get_legend_handles_labels()
     fig.legend(handles + h2, labels + l2, loc="lower center", ncol=5, frameon=False, fontsize=10)
     for sub in subfigs:
-        sub.subplots_adjust(left=0.06, right=0.99, top=0.88, bottom=0.17 if sub is subfigs[-1] else 0.08,
-                            hspace=0.25, wspace=0.08)
+        sub.subplots_adjust(
+            left=0.06, right=0.99, top=0.88, bottom=0.17 if sub is subfigs[-1] else 0.08, hspace=0.25, wspace=0.08
+        )
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
