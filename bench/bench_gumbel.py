@@ -226,7 +226,7 @@ def cpu_model() -> str:
 
 def format_rate(x: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if x >= scale:
+        if x >= 0.9995 * scale:  # so that 999.7k prints as 1M, not 1e+03k
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"
 
