@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import gumbel_rl  # noqa: E402
-from gumbel_rl.gumbel import _check_logits_meta, _check_row_max, _check_tau, _noise_dtype, _one_hot  # noqa: E402
 
 BATCHES: tuple[int, ...] = (1, 64, 4096, 65536)
 CLASSES: tuple[int, ...] = (2, 16, 128, 1024)
@@ -51,47 +50,7 @@ TAU = 1.0
 Sampler = Callable[..., torch.Tensor]
 
 
-def proto_gumbel_softmax(
-    logits: torch.Tensor,
-    tau: float = 1.0,
-    hard: bool = False,
-    dim: int = -1,
-    *,
-    generator: torch.Generator | None = None,
-    validate: bool = True,
-) -> torch.Tensor:
-    """Prototype of a faster ``gumbel_rl.gumbel_softmax`` (same noise stream, same values, same gradient).
-
-    Benchmarked with ``--proto`` to show where our time goes at small shapes; not part of the package. Changes:
-
-    1. noise ``-log(-log u)`` is drawn in place into ``empty_like(logits).uniform_()`` (the same stream as
-       ``torch.rand``) and subtracted, ``z = logits - log(-log u)``: two fewer ops than rand + ``neg_`` + add;
-    2. validation reduces the row maxima with one ``sum().item()`` instead of ``isfinite().all()`` + ``bool``;
-       only a non-finite sum (NaN/inf logits, or an overflowing sum of finite maxima) runs the exact check;
-    3. the straight-through output is ``(y - y.detach()) + one_hot`` built from native autograd ops (exactly
-       one-hot forward, since ``y - y == 0``), so backward is the fused C++ softmax backward instead of the
-       Python ``backward`` of a custom ``autograd.Function``.
-    """
-    if validate:
-        _check_tau(tau)
-        _check_logits_meta(logits, dim)
-    nd = _noise_dtype(logits.dtype)
-    u = torch.empty_like(logits, dtype=nd, memory_format=torch.legacy_contiguous_format).uniform_(generator=generator)
-    log_neg_log_u = u.clamp_(min=torch.finfo(nd).tiny).log_().neg_().log_()
-    z = logits - (log_neg_log_u if nd == logits.dtype else log_neg_log_u.to(logits.dtype))
-    row_max, index = z.detach().max(dim=dim, keepdim=True)
-    if validate and not math.isfinite(row_max.sum().item()):
-        _check_row_max(row_max, logits)
-    if not hard:
-        return torch.softmax(z / tau, dim=dim)
-    if not (torch.is_grad_enabled() and z.requires_grad):
-        return _one_hot(index, z, dim)
-    y = torch.softmax(z / tau if tau != 1.0 else z, dim=dim)
-    return (y - y.detach()).add_(_one_hot(index, z.detach(), dim))
-
-
 IMPLEMENTATIONS: dict[str, Sampler] = {"ours": gumbel_rl.gumbel_softmax, "torch": F.gumbel_softmax}
-PROTO: dict[str, Sampler] = {"proto": proto_gumbel_softmax}
 
 
 @dataclass
@@ -253,23 +212,6 @@ def markdown_table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-def check_proto_matches_ours(device: torch.device) -> None:
-    """Raise ``AssertionError`` unless the prototype draws the same samples and gradients as ours, same seed."""
-    for tau in (0.5, 1.0):
-        results = []
-        for fn in (gumbel_rl.gumbel_softmax, proto_gumbel_softmax):
-            logits = torch.randn(64, 16, generator=torch.Generator().manual_seed(1)).to(device).requires_grad_()
-            w = torch.randn(64, 16, generator=torch.Generator().manual_seed(2)).to(device)
-            gen = torch.Generator(device).manual_seed(3)
-            y = fn(logits, tau, hard=True, generator=gen)
-            (y * w).sum().backward()
-            results.append((y.detach(), logits.grad))
-        (y0, g0), (y1, g1) = results
-        assert torch.equal(y0, y1), "prototype draws differ from ours"
-        assert torch.equal(y1, torch.nn.functional.one_hot(y1.argmax(-1), 16).to(y1.dtype)), "not exactly one-hot"
-        torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6)
-
-
 def main(argv: list[str] | None = None) -> list[Cell]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -277,7 +219,6 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats per cell, >= 5 (default 7)")
     parser.add_argument("--min-time", type=float, default=0.02, help="seconds per timed block (default 0.02)")
-    parser.add_argument("--proto", action="store_true", help="also time proto_gumbel_softmax (a faster prototype)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw timings to this JSON file")
     args = parser.parse_args(argv)
     if args.repeats < 5:
@@ -289,9 +230,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     batches, classes = (QUICK_BATCHES, QUICK_CLASSES) if args.quick else (BATCHES, CLASSES)
-    implementations = IMPLEMENTATIONS | (PROTO if args.proto else {})
-    if args.proto:
-        check_proto_matches_ours(device)
+    implementations = IMPLEMENTATIONS
 
     header = (
         f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}), "

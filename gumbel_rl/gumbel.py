@@ -82,8 +82,23 @@ def gumbel_noise(
     return g if nd == dtype else g.to(dtype)
 
 
-def _gumbel_like(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return gumbel_noise(logits.shape, dtype=logits.dtype, device=logits.device, generator=generator)
+def _perturb(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``logits + g`` with ``g`` standard Gumbel, drawn in place: ``logits - log(-log(u))``.
+
+    The same uniform stream as :func:`gumbel_noise` (``uniform_`` on an empty tensor is ``torch.rand``), two
+    fewer kernels than building ``g`` and adding it.
+    """
+    nd = _noise_dtype(logits.dtype)
+    u = torch.empty_like(logits, dtype=nd, memory_format=torch.legacy_contiguous_format).uniform_(generator=generator)
+    log_neg_log_u = u.clamp_(min=torch.finfo(nd).tiny).log_().neg_().log_()
+    return logits - (log_neg_log_u if nd == logits.dtype else log_neg_log_u.to(logits.dtype))
+
+
+def _validate_row_max(row_max: torch.Tensor, logits: torch.Tensor) -> None:
+    # One reduction and one host read; only a non-finite sum (NaN/inf logits, or finite maxima whose sum
+    # overflows) runs the exact diagnosis.
+    if not math.isfinite(row_max.sum().item()):
+        _check_row_max(row_max, logits)
 
 
 def _as_float_tensor(x: torch.Tensor | float) -> torch.Tensor:
@@ -126,9 +141,9 @@ def gumbel_max(
     if validate:
         _check_logits_meta(logits, dim)
     with torch.no_grad():
-        row_max, index = (logits + _gumbel_like(logits, generator)).max(dim=dim)
+        row_max, index = _perturb(logits, generator).max(dim=dim)
     if validate:
-        _check_row_max(row_max, logits)
+        _validate_row_max(row_max, logits)
     return index
 
 
@@ -136,35 +151,20 @@ def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.zeros_like(like, memory_format=torch.legacy_contiguous_format).scatter_(dim, index, 1.0)
 
 
-class _StraightThroughSoftmax(torch.autograd.Function):
-    """Forward: the one-hot of ``index``. Backward: the Jacobian of ``softmax(z / tau)``.
-
-    Avoids the two temporaries of the usual ``y_hard - y_soft.detach() + y_soft``; same gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, index: torch.Tensor, tau: float, dim: int) -> torch.Tensor:  # type: ignore[override]
-        y = torch.softmax(z / tau, dim=dim)
-        ctx.save_for_backward(y)
-        ctx.tau, ctx.dim = tau, dim
-        return _one_hot(index, y, dim)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (y,) = ctx.saved_tensors
-        gy = grad * y
-        return (gy - y * gy.sum(ctx.dim, keepdim=True)) / ctx.tau, None, None, None
-
-
 def straight_through(
     z: torch.Tensor, index: torch.Tensor | None = None, tau: float = 1.0, dim: int = -1
 ) -> torch.Tensor:
-    """One-hot of ``index`` (default ``argmax(z)``, keepdim) forward; gradient of ``softmax(z / tau)`` backward."""
+    """One-hot of ``index`` (default ``argmax(z)``, keepdim) forward; gradient of ``softmax(z / tau)`` backward.
+
+    Built as ``(y - y.detach()) + one_hot`` from native ops: the forward value is exactly the one-hot (``y - y`` is
+    exactly 0) and the backward is torch's fused softmax backward.
+    """
     if index is None:
         index = z.detach().argmax(dim=dim, keepdim=True)
     if not (torch.is_grad_enabled() and z.requires_grad):
-        return _one_hot(index, z, dim)
-    return _StraightThroughSoftmax.apply(z, index, tau, dim)
+        return _one_hot(index, z.detach(), dim)
+    y = torch.softmax(z / tau if tau != 1.0 else z, dim=dim)
+    return (y - y.detach()).add_(_one_hot(index, z.detach(), dim))
 
 
 def gumbel_softmax(
@@ -195,12 +195,10 @@ def gumbel_softmax(
     if validate:
         _check_tau(tau)
         _check_logits_meta(logits, dim)
-    z = logits + _gumbel_like(logits, generator)
-    if hard:
-        row_max, index = z.detach().max(dim=dim, keepdim=True)
-        if validate:
-            _check_row_max(row_max, logits)
-        return straight_through(z, index, tau=float(tau), dim=dim)
+    z = _perturb(logits, generator)
+    row_max, index = z.detach().max(dim=dim, keepdim=True)
     if validate:
-        _check_row_max(z.detach().amax(dim=dim), logits)
+        _validate_row_max(row_max, logits)
+    if hard:
+        return straight_through(z, index, tau=float(tau), dim=dim)
     return torch.softmax(z / tau, dim=dim)
