@@ -16,10 +16,38 @@ PATHWISE = ("relaxed", "st-gumbel", "argmax", "reinmax", "gumbel-rao")
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "pathwise": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
     "critic": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
-    "reinforce": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
-    "ppo": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
-    "a2c": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
-    "dqn": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
+    # REINFORCE with a value baseline (agents/reinforce.py): tuned on CartPole-v1 and EmptyRoom-5x5, seeds 0-3.
+    "reinforce": {
+        "*": {},
+        "CartPole-v1": {"n_envs": 16, "n_steps": 64, "learning_rate": 3e-3, "ent_coef": 0.01, "gamma": 0.99},
+        "gridworld": {"n_envs": 8, "n_steps": 32, "learning_rate": 3e-3, "ent_coef": 0.01, "gamma": 0.99},
+    },
+    # SB3 (agents/sb3.py). CartPole-v1: rl-baselines3-zoo's hyperparams/{ppo,a2c,dqn}.yml (budgets 1e5, 5e5, 5e4
+    # steps); lr/clip "linear" = the zoo's lin_<value>. Gridworlds: small rollouts so that they learn in seconds.
+    "ppo": {
+        "*": {},
+        "CartPole-v1": {
+            "n_envs": 8, "n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20,
+            "ent_coef": 0.0, "learning_rate": 1e-3, "lr_schedule": "linear", "clip_range": 0.2,
+            "clip_range_schedule": "linear",
+        },
+        "gridworld": {"n_envs": 8, "n_steps": 32, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3},
+    },
+    "a2c": {"*": {}, "CartPole-v1": {"n_envs": 8, "ent_coef": 0.0}, "gridworld": {"n_envs": 8}},
+    "dqn": {
+        "*": {},
+        "CartPole-v1": {
+            "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000, "learning_starts": 1_000,
+            "gamma": 0.99, "target_update_interval": 10, "train_freq": 256, "gradient_steps": 128,
+            "exploration_fraction": 0.16, "exploration_final_eps": 0.04, "net_arch": (256, 256),
+        },
+        "gridworld": {
+            "n_envs": 4, "gamma": 0.95, "learning_rate": 1e-3, "buffer_size": 10_000, "learning_starts": 256,
+            "batch_size": 64,
+            "train_freq": 4, "gradient_steps": 4, "target_update_interval": 16, "exploration_fraction": 0.3,
+            "exploration_final_eps": 0.05, "record_every": 256,
+        },
+    },
 }
 
 
