@@ -43,9 +43,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "gridworld": {
             "n_envs": 4, "gamma": 0.95, "learning_rate": 1e-3, "buffer_size": 10_000, "learning_starts": 256,
-            "batch_size": 64,
-            "train_freq": 4, "gradient_steps": 4, "target_update_interval": 16, "exploration_fraction": 0.3,
-            "exploration_final_eps": 0.05, "record_every": 256,
+            "batch_size": 64, "train_freq": 4, "gradient_steps": 4, "target_update_interval": 16,
+            "exploration_fraction": 0.3, "exploration_final_eps": 0.05, "record_every": 256,
         },
     },
 }
