@@ -1,0 +1,555 @@
+"""Compare methods on one environment over seeds 0..N-1 -- the engine behind ``train.py compare``.
+
+Every (method, seed) pair is one run (``agents.runner``), written to ``DIR/<method>__s<seed>/`` with the same files
+as a single run. Runs execute in parallel: local processes (``concurrent.futures`` with the "spawn" context, one
+torch thread each) or Ray tasks (``backend="ray"``; ``ray.init()`` starts a local cluster, or joins the one named by
+``RAY_ADDRESS`` -- the package must then be installed on its nodes and ``DIR`` be on a filesystem they share).
+
+Then ``DIR/summary.json``, ``DIR/summary.csv`` (one row per method, :data:`SUMMARY_COLUMNS`) and ``DIR/curves.png``.
+Per method, over its seeds:
+
+- ``success_rate``: fraction of runs that solved (the periodic 100-episode greedy check reached the threshold);
+- ``solve_env_steps_median`` / ``solve_wall_s_median``: median over *all* runs of when they solved, a run that
+  never solved counting as infinitely late -- so it is null (empty in the CSV) when half the runs or more never
+  solved;
+- ``final_return_iqm`` and its 95% stratified-bootstrap interval ``final_return_ci_low/high`` (``agents.stats``,
+  rliable's method; fixed bootstrap seed) of the final 100-episode deterministic evaluation return;
+- ``wall_s_median``: median training seconds (evaluation excluded).
+
+A comparison interrupted and rerun with the same command skips the runs that finished (their ``result.json``
+exists), resumes the ones that left a checkpoint, and starts the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import math
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluation import reward_threshold
+from agents.plots import plot_comparison
+from agents.runner import (
+    CHECKPOINT,
+    CONFIG,
+    DEFAULT_STEPS,
+    RESULT,
+    MissingExtraError,
+    RunExistsError,
+    RunSettings,
+    TrainingInterrupted,
+    atomic_write_text,
+    check_run_settings,
+    csv_text,
+    deferred_sigint,
+    environment_versions,
+    read_json,
+    read_metrics_csv,
+    run_training,
+    sanitize,
+    write_json,
+)
+from agents.stats import BOOTSTRAP_REPS, median_or_none, stratified_bootstrap_iqm
+
+COMPARISON = "comparison.json"
+SUMMARY_JSON, SUMMARY_CSV, CURVES = "summary.json", "summary.csv", "curves.png"
+SUMMARY_COLUMNS = (
+    "method",
+    "seeds",
+    "success_rate",
+    "solve_env_steps_median",
+    "solve_wall_s_median",
+    "final_return_iqm",
+    "final_return_ci_low",
+    "final_return_ci_high",
+    "wall_s_median",
+)
+WALL_CLOCK_COLUMNS = ("solve_wall_s_median", "wall_s_median")
+"""Summary columns that depend on the machine's speed (everything else is a function of the seeds)."""
+BACKENDS = ("local", "ray")
+BOOTSTRAP_SEED = 0
+
+
+@dataclass
+class CompareSettings:
+    """A comparison: ``methods`` on ``env_id``, seeds ``0..seeds-1``, ``steps`` env steps each."""
+
+    env_id: str
+    methods: list[str]
+    seeds: int
+    steps: int = DEFAULT_STEPS
+    device: str = "auto"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    """Overrides applied to every method (each must accept them)."""
+    stop_on_solved: bool = False
+
+    def run_settings(self, method: str, seed: int) -> RunSettings:
+        return RunSettings(
+            self.env_id, method, seed, self.steps, self.device, dict(self.hyperparameters), self.stop_on_solved
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One (method, seed) run for a worker: its settings, directory, and whether to resume its checkpoint."""
+
+    settings: RunSettings
+    run_dir: str
+    resume: bool
+
+
+@dataclass
+class ComparisonOutcome:
+    """What :func:`run_comparison` did: the summary (None if interrupted) and every run's payload."""
+
+    summary: dict[str, Any] | None
+    payloads: list[dict[str, Any]]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [p for p in self.payloads if p["status"] == "failed"]
+
+
+def run_dir_for(out: str | os.PathLike, method: str, seed: int) -> Path:
+    """``DIR/<method>__s<seed>``."""
+    return Path(out) / f"{sanitize(method)}__s{seed}"
+
+
+# ---- planning ---------------------------------------------------------------------------------------------------
+def _comparison_key(settings: CompareSettings) -> dict[str, Any]:
+    """The settings that finished runs must share to be reused (methods and seeds may grow)."""
+    return {
+        "env_id": settings.env_id,
+        "steps": settings.steps,
+        "hyperparameters": settings.hyperparameters,
+        "stop_on_solved": settings.stop_on_solved,
+    }
+
+
+def plan_comparison(settings: CompareSettings, out: str | os.PathLike, force: bool = False) -> list[RunTask | Path]:
+    """Validate everything and decide, per (method, seed) in order, between a finished run dir (a ``Path``) and a
+    :class:`RunTask`. Writes ``DIR/comparison.json``; nothing else is written.
+
+    Raises:
+        ValueError: no or repeated methods, seeds < 1, a bad method/env/hyperparameter (see
+            ``check_run_settings``), ``DIR`` holding a single run, or ``DIR`` holding a comparison with other
+            settings (:class:`RunExistsError`; ``force`` reruns everything instead).
+    """
+    out = Path(out)
+    if not settings.methods:
+        raise ValueError("give at least one method (--methods M1 M2 ...)")
+    repeated = sorted({m for m in settings.methods if settings.methods.count(m) > 1})
+    if repeated:
+        raise ValueError(f"method(s) listed more than once: {', '.join(repeated)}")
+    if not isinstance(settings.seeds, int) or isinstance(settings.seeds, bool) or settings.seeds < 1:
+        raise ValueError(f"the number of seeds must be a positive integer, got {settings.seeds!r}")
+    for method in settings.methods:
+        check_run_settings(settings.run_settings(method, 0))
+    if (out / CONFIG).exists():
+        raise RunExistsError(f"{out} holds a single run ({CONFIG}); give compare another --out")
+    key = _comparison_key(settings)
+    if (out / COMPARISON).exists() and not force:
+        old = read_json(out / COMPARISON)
+        diff = [k for k in key if old.get(k) != key[k]]
+        if diff:
+            detail = ", ".join(f"{k} {old.get(k)!r} -> {key[k]!r}" for k in diff)
+            raise RunExistsError(
+                f"{out} holds a comparison with other settings ({detail}); use --force to rerun it or another --out"
+            )
+    plan: list[RunTask | Path] = []
+    for method in settings.methods:
+        for seed in range(settings.seeds):
+            run_dir = run_dir_for(out, method, seed)
+            if not force and (run_dir / RESULT).is_file():
+                plan.append(run_dir)
+                continue
+            resume = not force and (run_dir / CHECKPOINT).is_file() and (run_dir / CONFIG).is_file()
+            plan.append(RunTask(settings.run_settings(method, seed), str(run_dir.resolve()), resume))
+    write_json(
+        out / COMPARISON,
+        {**key, "methods": settings.methods, "seeds": settings.seeds, "versions": environment_versions()},
+    )
+    return plan
+
+
+# ---- one run in a worker ----------------------------------------------------------------------------------------
+def _curve(record: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    return [
+        {"env_steps": r["env_steps"], "wall_s": r.get("wall_s"), "eval_return_mean": r["eval_return_mean"]}
+        for r in record
+        if r.get("eval_return_mean") is not None
+    ]
+
+
+def execute_task(task: RunTask, stop_flag: Any = None) -> dict[str, Any]:
+    """Run one task with one torch thread; returns its payload (``status`` "done" with ``result`` and ``curve``,
+    or "interrupted" with ``env_steps``). Exceptions from training propagate."""
+    import torch
+
+    torch.set_num_threads(1)
+    s = task.settings
+    payload: dict[str, Any] = {"method": s.method, "seed": s.seed, "run_dir": task.run_dir}
+    try:
+        result = run_training(
+            s, task.run_dir, force=True, resume=task.resume, progress=False, stop_flag=stop_flag, tensorboard=True
+        )
+    except TrainingInterrupted as exc:
+        return {**payload, "status": "interrupted", "env_steps": exc.env_steps}
+    record = read_metrics_csv(Path(task.run_dir) / "metrics.csv")
+    return {**payload, "status": "done", "result": result, "curve": _curve(record)}
+
+
+def load_finished(run_dir: Path) -> dict[str, Any]:
+    """The payload of a finished run read back from its directory (``result.json`` and ``metrics.csv``)."""
+    result = read_json(run_dir / RESULT)
+    record = read_metrics_csv(run_dir / "metrics.csv")
+    return {
+        "method": result["method"],
+        "seed": result["seed"],
+        "run_dir": str(run_dir.resolve()),
+        "status": "skipped",
+        "result": result,
+        "curve": _curve(record),
+    }
+
+
+# ---- backends ---------------------------------------------------------------------------------------------------
+_WORKER_STOP: Any = None
+
+
+def _init_local_worker(stop_event: Any) -> None:
+    """Worker start-up: one torch thread; Ctrl-C is left to the parent, which sets ``stop_event`` instead."""
+    global _WORKER_STOP
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_STOP = stop_event
+
+
+def _local_task(task: RunTask) -> dict[str, Any]:
+    return execute_task(task, _WORKER_STOP)
+
+
+def _failed(task: RunTask, exc: BaseException) -> dict[str, Any]:
+    s = task.settings
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return {
+        "method": s.method,
+        "seed": s.seed,
+        "run_dir": task.run_dir,
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {reason}",
+    }
+
+
+def run_local(tasks: Sequence[RunTask], workers: int, stop_flag: Any) -> Iterator[dict[str, Any]]:
+    """Yield each task's payload as it finishes, from ``workers`` spawned processes. Once ``stop_flag`` is set,
+    pending tasks are cancelled and running ones stop at their next iteration boundary (checkpointed)."""
+    ctx = multiprocessing.get_context("spawn")
+    stop_event = ctx.Event()
+    executor = cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_local_worker, initargs=(stop_event,)
+    )
+    try:
+        futures = {executor.submit(_local_task, task): task for task in tasks}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=0.25, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                yield _failed(futures[fut], exc) if exc is not None else fut.result()
+            if stop_flag.is_set() and not stop_event.is_set():
+                stop_event.set()
+                for fut in pending:
+                    fut.cancel()
+        executor.shutdown(wait=True)
+    except BaseException:
+        # A second Ctrl-C (or a failure here): give up on the workers now.
+        executor.shutdown(wait=False, cancel_futures=True)
+        for proc in list(getattr(executor, "_processes", {}).values()):
+            proc.terminate()
+        raise
+
+
+def _ray_task(task: RunTask) -> dict[str, Any]:
+    return execute_task(task, None)
+
+
+def run_ray(tasks: Sequence[RunTask], workers: int | None, stop_flag: Any) -> Iterator[dict[str, Any]]:
+    """Like :func:`run_local` with Ray tasks (one CPU each). Starts a local Ray cluster with ``workers`` CPUs
+    unless one is running or ``RAY_ADDRESS`` names one. Stopping cancels the tasks (a running one then
+    checkpoints, as on Ctrl-C).
+
+    Raises:
+        MissingExtraError: Ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtraError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        refs = {remote.remote(task): task for task in tasks}
+        pending = list(refs)
+        cancelled = False
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.25)
+            for ref in done:
+                task = refs[ref]
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.TaskCancelledError:
+                    s = task.settings
+                    yield {"method": s.method, "seed": s.seed, "run_dir": task.run_dir, "status": "interrupted"}
+                except Exception as exc:  # a failed task: report it, go on with the others
+                    yield _failed(task, getattr(exc, "cause", None) or exc)
+            if stop_flag.is_set() and not cancelled:
+                cancelled = True
+                for ref in pending:
+                    ray.cancel(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---- summary ----------------------------------------------------------------------------------------------------
+def summarise(
+    payloads: Sequence[dict[str, Any]], methods: Sequence[str], reps: int = BOOTSTRAP_REPS
+) -> list[dict[str, Any]]:
+    """One row per method (in ``methods`` order) from the finished runs' payloads; see the module docstring."""
+    rows = []
+    for method in methods:
+        results = sorted((p["result"] for p in payloads if p["method"] == method and "result" in p), key=_by_seed)
+        if not results:
+            continue
+        never = math.inf
+        final = np.array([r["eval_return_mean"] for r in results], dtype=np.float64)
+        ci = stratified_bootstrap_iqm(final, reps=reps, seed=BOOTSTRAP_SEED)
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(results),
+                "success_rate": float(np.mean([bool(r["solved"]) for r in results])),
+                "solve_env_steps_median": median_or_none(
+                    [r["solve_env_steps"] if r["solved"] else never for r in results]
+                ),
+                "solve_wall_s_median": median_or_none([r["solve_wall_s"] if r["solved"] else never for r in results]),
+                "final_return_iqm": ci.point,
+                "final_return_ci_low": ci.low,
+                "final_return_ci_high": ci.high,
+                "wall_s_median": float(np.median([r["wall_s"] for r in results])),
+            }
+        )
+    return rows
+
+
+def _by_seed(result: dict[str, Any]) -> int:
+    return int(result["seed"])
+
+
+def _fmt(value: Any, column: str) -> str:
+    if value is None:
+        return "-"
+    if column in ("method", "seeds"):
+        return str(value)
+    if column == "success_rate":
+        return f"{value:.0%}"
+    if column == "solve_env_steps_median":
+        return f"{value:,.0f}"
+    if column.endswith("wall_s_median"):
+        return f"{value:.1f}"
+    return f"{value:.4g}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary rows as an aligned text table."""
+    headers = {
+        "method": "method",
+        "seeds": "seeds",
+        "success_rate": "solved",
+        "solve_env_steps_median": "solve steps (med)",
+        "solve_wall_s_median": "solve s (med)",
+        "final_return_iqm": "final IQM",
+        "final_return_ci_low": "95% CI low",
+        "final_return_ci_high": "95% CI high",
+        "wall_s_median": "train s (med)",
+    }
+    cells = [[headers[c] for c in SUMMARY_COLUMNS]] + [[_fmt(r.get(c), c) for c in SUMMARY_COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(SUMMARY_COLUMNS))]
+    lines = []
+    for j, row in enumerate(cells):
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(padded))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_summary(
+    out: str | os.PathLike, settings: CompareSettings, payloads: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write ``summary.json``, ``summary.csv`` and ``curves.png`` for the finished runs; returns the summary."""
+    out = Path(out)
+    finished = [p for p in payloads if "result" in p]
+    rows = summarise(finished, settings.methods)
+    threshold = reward_threshold(settings.env_id)
+    runs = []
+    for p in sorted(finished, key=lambda p: (settings.methods.index(p["method"]), p["seed"])):
+        r = p["result"]
+        runs.append(
+            {
+                "method": p["method"],
+                "seed": p["seed"],
+                "run_dir": os.path.relpath(p["run_dir"], out.resolve()),
+                **{
+                    k: r.get(k)
+                    for k in (
+                        "solved",
+                        "solve_env_steps",
+                        "solve_wall_s",
+                        "env_steps",
+                        "wall_s",
+                        "eval_return_mean",
+                        "eval_return_std",
+                        "stochastic_eval_return_mean",
+                    )
+                },
+            }
+        )
+    summary = {
+        "env_id": settings.env_id,
+        "steps": settings.steps,
+        "seeds": list(range(settings.seeds)),
+        "methods": settings.methods,
+        "hyperparameters": settings.hyperparameters,
+        "reward_threshold": threshold,
+        "bootstrap": {"statistic": "IQM", "reps": BOOTSTRAP_REPS, "size": 0.95, "seed": BOOTSTRAP_SEED},
+        "rows": rows,
+        "runs": runs,
+    }
+    write_json(out / SUMMARY_JSON, summary)
+    atomic_write_text(out / SUMMARY_CSV, csv_text(rows, SUMMARY_COLUMNS))
+    curves: dict[str, list[dict[str, np.ndarray]]] = {}
+    for method in settings.methods:
+        for p in finished:
+            if p["method"] == method:
+                c = p["curve"]
+                curves.setdefault(method, []).append(
+                    {
+                        "env_steps": np.array([float(x["env_steps"]) for x in c]),
+                        "wall_s": np.array([float(x["wall_s"]) for x in c]),
+                        "mean": np.array([float(x["eval_return_mean"]) for x in c]),
+                    }
+                )
+    title = f"{settings.env_id}: {len(settings.methods)} method(s) x {settings.seeds} seed(s), {settings.steps:,} steps"
+    plot_comparison(curves, out / CURVES, title, threshold)
+    return summary
+
+
+def check_backend(backend: str, workers: int | None = None) -> None:
+    """Raise ``ValueError`` for an unknown backend or workers < 1, ``MissingExtraError`` for Ray missing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise MissingExtraError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+
+
+# ---- the whole thing --------------------------------------------------------------------------------------------
+def run_comparison(
+    settings: CompareSettings,
+    out: str | os.PathLike,
+    workers: int | None = None,
+    backend: str = "local",
+    force: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    stop_flag: Any = None,
+    plan: Sequence[RunTask | Path] | None = None,
+) -> ComparisonOutcome:
+    """Plan, run the missing runs in parallel, and write the summary (see the module docstring).
+
+    Args:
+        workers: parallel runs (default: CPU count, at most the number of runs).
+        backend: "local" (processes) or "ray".
+        progress: a tqdm bar over the runs on stderr.
+        log: where one-line messages go ("skipped ...", failures).
+        stop_flag: anything with ``is_set()``; when None, Ctrl-C is deferred with ``deferred_sigint`` (first:
+            stop and checkpoint the running runs; second: quit at once).
+        plan: the result of :func:`plan_comparison` when the caller validated already (then
+            :func:`check_backend` is the caller's job too).
+    Raises:
+        ValueError: bad settings (see :func:`plan_comparison`), an unknown backend, workers < 1.
+        MissingExtraError: ``backend="ray"`` without Ray.
+    """
+    if plan is None:
+        check_backend(backend, workers)
+        plan = plan_comparison(settings, out, force=force)
+    payloads = []
+    tasks: list[RunTask] = []
+    for item in plan:
+        if isinstance(item, Path):
+            payloads.append(load_finished(item))
+            log(f"skipped {item.name}: finished already ({RESULT} exists)")
+        else:
+            tasks.append(item)
+            if item.resume:
+                log(f"resuming {Path(item.run_dir).name} from its {CHECKPOINT}")
+    interrupted = False
+    if tasks:
+        n = min(workers or os.cpu_count() or 1, len(tasks))
+        notice = "Ctrl-C: stopping the running runs at their next iteration (checkpointed); Ctrl-C again quits now"
+        guard = contextlib.nullcontext(stop_flag) if stop_flag is not None else deferred_sigint(lambda: log(notice))
+        with guard as flag:
+            bar = _bar(len(tasks), progress)
+            stream = run_local(tasks, n, flag) if backend == "local" else run_ray(tasks, n, flag)
+            for payload in stream:
+                payloads.append(payload)
+                name = f"{payload['method']}__s{payload['seed']}"
+                if payload["status"] == "failed":
+                    log(f"run {name} failed: {payload['error']}")
+                elif payload["status"] == "done" and bar is not None:
+                    bar.set_postfix_str(f"{name}: return {payload['result']['eval_return_mean']:.4g}")
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            interrupted = flag.is_set() or any(p["status"] == "interrupted" for p in payloads)
+    if interrupted:
+        return ComparisonOutcome(None, payloads, interrupted=True)
+    return ComparisonOutcome(write_summary(out, settings, payloads), payloads)
+
+
+def _bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="runs", unit="run", dynamic_ncols=True)

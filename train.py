@@ -1,0 +1,352 @@
+#!/usr/bin/env python
+"""Train, compare and evaluate gumbel-rl agents from the command line.
+
+    python train.py                                    # st-gumbel on CartPole-v1, seed 0 (the default run)
+    python train.py --env gumbel_rl/Maze-16x16-v0 --method st-gumbel --seed 1 --steps 200000 --hp learning_rate=1e-3
+    python train.py --resume runs/<run dir> [--steps N]          # continue an interrupted run, or extend one
+    python train.py compare --env CartPole-v1 --methods st-gumbel reinforce ppo --seeds 5 --out runs/cmp
+    python train.py evaluate runs/<run dir>/policy.pt --episodes 100 [--stochastic] [--video ep.gif]
+
+The work is done by ``agents.runner`` (one run), ``agents.compare`` (many) and ``agents.video``; this file only
+parses arguments, prints, and maps outcomes to exit codes: 0 done, 2 bad input (one line on stderr, nothing
+overwritten), 130 interrupted by Ctrl-C (a checkpoint is saved; the message says how to resume), 1 a run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+import agents  # noqa: F401  (registers every method)
+from agents.compare import CompareSettings, check_backend, format_table, plan_comparison, run_comparison
+from agents.evaluation import evaluate, is_solved, reward_threshold
+from agents.runner import (
+    CHECKPOINT,
+    DEFAULT_ENV,
+    DEFAULT_METHOD,
+    DEFAULT_STEPS,
+    EVAL_SEED,
+    TB_DIR,
+    MissingExtraError,
+    RunSettings,
+    TrainingInterrupted,
+    default_run_dir,
+    deferred_sigint,
+    describe_environments,
+    describe_methods,
+    load_policy_for,
+    open_resume,
+    parse_hyperparameters,
+    start_run,
+    train_agent,
+)
+
+PROG = "train.py"
+COMMANDS = ("train", "compare", "evaluate")
+BAD_INPUT = (ValueError, FileNotFoundError, MissingExtraError)
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line (``train.py: error: ...``) instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {PROG} --help)")
+
+
+def _listing() -> str:
+    envs = describe_environments()
+    methods = describe_methods()
+    width = max(len(name) for name, _ in [*envs, *methods]) + 2
+    lines = ["environments (any other Gymnasium id with Discrete actions works with the methods without a twin):"]
+    lines += [f"  {name:<{width}}{text}" for name, text in envs]
+    lines += ["", "methods (--method / --methods):"]
+    lines += [f"  {name:<{width}}{text}" for name, text in methods]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``train.py`` (subcommands ``train`` -- the default --, ``compare`` and ``evaluate``)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    listing = _listing()
+    parser = OneLineParser(
+        prog=PROG,
+        description="Train discrete-action policies through Gumbel-Softmax and compare them with baselines. "
+        "With no subcommand, 'train' is meant: `python train.py` trains the default run.",
+        epilog=listing,
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,compare,evaluate}", parser_class=OneLineParser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=int, default=None, help=f"env-step budget per run (default {DEFAULT_STEPS:,})")
+        p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+        p.add_argument(
+            "--hp",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="override a hyperparameter (repeatable); VALUE is JSON (3e-4, true, [64,64]) or a plain string",
+        )
+        p.add_argument(
+            "--stop-on-solved",
+            action="store_true",
+            help="stop a run once solved (default: train to the whole budget and report when it solved)",
+        )
+        p.add_argument("--force", action="store_true", help="overwrite what the output directory holds")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def threads(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=1,
+            metavar="N",
+            help=f"torch CPU threads {what} (default 1: these small networks are fastest on one thread, and "
+            "several threads on a busy machine can be many times slower)",
+        )
+
+    t = sub.add_parser(
+        "train",
+        help="train one run (the default subcommand)",
+        description="Train one run; writes config.json, metrics.csv, policy.pt, curve.png, result.json and "
+        "checkpoint.pt to the run directory. Ctrl-C saves a checkpoint; --resume continues it.",
+        epilog=listing,
+        formatter_class=fmt,
+    )
+    t.add_argument("--env", default=None, help=f"Gymnasium id (default {DEFAULT_ENV})")
+    t.add_argument("--method", default=None, help=f"training method (default {DEFAULT_METHOD})")
+    t.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    t.add_argument("--out", default=None, help="run directory (default runs/<env>__<method>__s<seed>__<timestamp>)")
+    t.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    common(t)
+    threads(t, "for training")
+
+    c = sub.add_parser(
+        "compare",
+        help="run methods x seeds in parallel and summarise",
+        description="Run every (method, seed) pair, seeds 0..N-1, each into DIR/<method>__s<seed>/, then write "
+        "DIR/summary.json, summary.csv and curves.png. Rerunning the same command skips finished runs.",
+        epilog=listing,
+        formatter_class=fmt,
+    )
+    c.add_argument("--env", default=DEFAULT_ENV, help=f"Gymnasium id (default {DEFAULT_ENV})")
+    c.add_argument("--methods", nargs="+", required=True, metavar="M", help="methods to compare")
+    c.add_argument("--seeds", type=int, required=True, metavar="N", help="number of seeds (0..N-1)")
+    c.add_argument(
+        "--workers", type=int, default=None, metavar="K", help="parallel runs, one torch thread each (default: CPUs)"
+    )
+    c.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="local processes (default) or Ray tasks"
+    )
+    c.add_argument("--out", required=True, metavar="DIR", help="comparison directory")
+    common(c)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="score a policy file in the real environment",
+        description="Print the mean and standard deviation of a policy's return in the real Gymnasium env.",
+        formatter_class=fmt,
+    )
+    e.add_argument("policy", metavar="POLICY_FILE", help="a policy.pt written by train")
+    e.add_argument("--env", default=None, help="Gymnasium id (default: the one stored in the policy file)")
+    e.add_argument("--episodes", type=int, default=100, help="episodes (default 100)")
+    e.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
+    e.add_argument("--seed", type=int, default=EVAL_SEED, help=f"env seed (default {EVAL_SEED}, as train's final eval)")
+    e.add_argument("--video", default=None, metavar="PATH", help="also record one episode to PATH (.gif or .mp4)")
+    e.add_argument("--device", default="cpu", help="device to run the policy on (default cpu)")
+    threads(e, "for the policy")
+    return parser
+
+
+def _err(message: Any) -> int:
+    text = " ".join(str(message).split()) if "\n" in str(message) else str(message)
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    return 2
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _fmt_num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+# ---- train --------------------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        given = [f"--{k}" for k in ("env", "method", "seed", "out") if getattr(args, k) is not None]
+        given += ["--hp"] * bool(args.hp) + ["--force"] * args.force + ["--stop-on-solved"] * args.stop_on_solved
+        if given:
+            return _err(f"--resume takes its settings from {args.resume}/config.json; drop {', '.join(given)}")
+        try:
+            agent, settings = open_resume(args.resume, steps=args.steps, device=args.device or "auto")
+        except BAD_INPUT as exc:
+            return _err(exc)
+        run_dir = Path(args.resume)
+        print(f"resuming {run_dir} at {agent.num_env_steps:,} env steps, training on to {settings.steps:,}", flush=True)
+    else:
+        try:
+            hp = parse_hyperparameters(args.hp)
+        except ValueError as exc:
+            return _err(exc)
+        settings = RunSettings(
+            env_id=args.env or DEFAULT_ENV,
+            method=args.method or DEFAULT_METHOD,
+            seed=0 if args.seed is None else args.seed,
+            steps=DEFAULT_STEPS if args.steps is None else args.steps,
+            device=args.device or "auto",
+            hyperparameters=hp,
+            stop_on_solved=args.stop_on_solved,
+        )
+        run_dir = Path(args.out) if args.out else default_run_dir(settings.env_id, settings.method, settings.seed)
+        try:
+            agent = start_run(settings, run_dir, force=args.force)
+        except BAD_INPUT as exc:
+            return _err(exc)
+        print(
+            f"training {settings.method} on {settings.env_id}, seed {settings.seed}, {settings.steps:,} env steps "
+            f"on {agent.device} -> {run_dir}",
+            flush=True,
+        )
+    notice = "Ctrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again to stop at once)"
+    with deferred_sigint(lambda: _note(notice)) as flag:
+        try:
+            result = train_agent(agent, settings, run_dir, progress=not args.quiet, stop_flag=flag)
+        except TrainingInterrupted as exc:
+            _note(f"interrupted at {exc.env_steps:,} of {exc.target:,} env steps; checkpoint and metrics in {run_dir}")
+            _note(f"resume with: python {PROG} --resume {run_dir}")
+            return 130
+    print_result(result, run_dir)
+    return 0
+
+
+def print_result(result: dict[str, Any], run_dir: Path) -> None:
+    """The end-of-run report on stdout."""
+    thr = result["reward_threshold"]
+    print(f"run dir   {run_dir}")
+    print(f"trained   {result['env_steps']:,} env steps, {result['wall_s']:.1f} s of training (evaluation excluded)")
+    if result["solved"]:
+        solved = f"yes, at {result['solve_env_steps']:,} env steps after {result['solve_wall_s']:.1f} s of training"
+    else:
+        solved = "no" if thr is not None else "n/a (the env has no reward threshold)"
+    if thr is not None:
+        solved += f" (threshold {thr:g}: mean of 100 greedy episodes)"
+    print(f"solved    {solved}")
+    print(
+        f"final     {result['eval_return_mean']:.4f} +/- {result['eval_return_std']:.4f} over "
+        f"{result['eval_episodes']} deterministic episodes (env seed {result['eval_seed']}); stochastic "
+        f"{result['stochastic_eval_return_mean']:.4f} +/- {result['stochastic_eval_return_std']:.4f}"
+    )
+    files = ["config.json", "metrics.csv", "policy.pt", "curve.png", "result.json", CHECKPOINT]
+    if (run_dir / TB_DIR).is_dir():
+        files.append(f"{TB_DIR}/ (tensorboard --logdir {run_dir / TB_DIR})")
+    print(f"files     {' '.join(files)}")
+    print(f"evaluate  python {PROG} evaluate {run_dir / 'policy.pt'}")
+
+
+# ---- compare ------------------------------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        hp = parse_hyperparameters(args.hp)
+        settings = CompareSettings(
+            env_id=args.env,
+            methods=list(args.methods),
+            seeds=args.seeds,
+            steps=DEFAULT_STEPS if args.steps is None else args.steps,
+            device=args.device or "auto",
+            hyperparameters=hp,
+            stop_on_solved=args.stop_on_solved,
+        )
+        check_backend(args.backend, args.workers)
+        plan = plan_comparison(settings, args.out, force=args.force)
+    except BAD_INPUT as exc:
+        return _err(exc)
+    print(
+        f"comparing {', '.join(settings.methods)} on {settings.env_id}: seeds 0..{settings.seeds - 1}, "
+        f"{settings.steps:,} env steps each, {args.backend} backend -> {args.out}",
+        flush=True,
+    )
+    outcome = run_comparison(
+        settings, args.out, workers=args.workers, backend=args.backend, progress=not args.quiet, log=print, plan=plan
+    )
+    if outcome.interrupted:
+        done = sum(p["status"] in ("done", "skipped") for p in outcome.payloads)
+        _note(f"interrupted: {done} run(s) finished, the running ones saved checkpoints in their run directories")
+        _note(f"rerun the same command to continue: python {PROG} {' '.join(sys.argv[1:])}")
+        return 130
+    out = Path(args.out)
+    print(format_table(outcome.summary["rows"]))
+    print(f"summary   {out / 'summary.json'}  {out / 'summary.csv'}  {out / 'curves.png'}")
+    for p in outcome.failed:
+        _note(f"run {p['method']}__s{p['seed']} failed: {p['error']}")
+    return 1 if outcome.failed else 0
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from agents.video import check_video_path, env_fps, record_episode, write_video
+
+    try:
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        if args.video:
+            check_video_path(args.video)
+        policy, env_id, meta = load_policy_for(args.policy, args.env, device=args.device)
+        frames = None
+        if args.video:
+            frames, video_return = record_episode(policy, env_id, deterministic=not args.stochastic, seed=args.seed)
+    except BAD_INPUT as exc:
+        return _err(exc)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        res = evaluate(policy, env_id, args.episodes, deterministic=not args.stochastic, seed=args.seed)
+    extra = meta.get("extra") or {}
+    trained = f"{extra.get('method', '?')}, {extra['env_steps']:,} env steps" if "env_steps" in extra else "?"
+    kind = "stochastic" if args.stochastic else "deterministic"
+    thr = reward_threshold(env_id)
+    print(f"policy    {args.policy} ({trained})")
+    print(f"env       {env_id}" + (f" (reward threshold {thr:g})" if thr is not None else ""))
+    print(f"return    mean {res.mean:.6f}  std {res.std:.6f}  over {res.episodes} {kind} episodes (seed {args.seed})")
+    if thr is not None:
+        verdict = "yes" if is_solved(res, env_id) else "no"
+        print(f"solved    {verdict}" + ("" if res.deterministic else " (only a deterministic evaluation can solve)"))
+    if frames is not None:
+        try:
+            path = write_video(frames, args.video, fps=env_fps(env_id))
+        except BAD_INPUT as exc:
+            return _err(exc)
+        print(f"video     {path} ({len(frames)} frames, episode return {video_return:.4g})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``train.py`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _err(exc)
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            return _err(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    try:
+        return {"train": cmd_train, "compare": cmd_compare, "evaluate": cmd_evaluate}[args.command](args)
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
