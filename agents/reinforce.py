@@ -86,18 +86,6 @@ class ReinforceConfig(Config):
             raise ValueError(f"hyperparameter normalize_advantage must be a bool, got {self.normalize_advantage!r}")
 
 
-class _DropInfo(gym.Wrapper):
-    """Return empty info dicts (REINFORCE reads none)."""
-
-    def reset(self, **kwargs: Any):
-        obs, _ = self.env.reset(**kwargs)
-        return obs, {}
-
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, _ = self.env.step(action)
-        return obs, reward, terminated, truncated, {}
-
-
 def resolve_rollout(rollout: str, env_id: str) -> str:
     """``"twin"`` or ``"gym"`` for ``rollout`` on ``env_id`` ("auto": the twin if ``env_id`` has one).
 
@@ -202,11 +190,7 @@ class ReinforceAgent(Agent):
             self._twin_state = self.twin.reset(cfg.n_envs, generator=self.generator)
             self._ep_return = torch.zeros(cfg.n_envs, device=self.device)
         else:
-            # Infos are not used; dropping them also avoids SyncVectorEnv failing to merge infos whose arrays
-            # change shape between reset and step (the gridworld's info["uniforms"]: (n_cells,) vs (3,)).
-            self.venv = gym.make_vec(
-                self.env_id, num_envs=cfg.n_envs, vectorization_mode="sync", wrappers=[_DropInfo]
-            )
+            self.venv = gym.make_vec(self.env_id, num_envs=cfg.n_envs, vectorization_mode="sync")
             self._gym_obs, _ = self.venv.reset(seed=self.seed)
             self._gym_autoreset = np.zeros(cfg.n_envs, dtype=bool)
             self._ep_return_np = np.zeros(cfg.n_envs, dtype=np.float64)

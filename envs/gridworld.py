@@ -35,8 +35,10 @@ Randomness is replayable (see ``envs.gridworld_twin``): every draw is a Gumbel-M
 ``step`` always draws 3 uniforms (even when ``slip == 0``, so the streams stay aligned) for the outcomes
 (intended, left, right) and picks ``argmax(log p + g)`` with ``p = (1 - slip, slip / 2, slip / 2)``. Here
 ``g = -log(-log(u))`` with ``u`` clipped into the open interval (0, 1). The uniforms are returned as
-``info["uniforms"]`` (float64 arrays, before clipping) by both ``reset`` and ``step``; ``step`` also returns
-``info["outcome"]`` (0 intended, 1 left, 2 right) and ``info["prob"]`` (the probability of that outcome).
+``info["start_uniforms"]`` by ``reset`` and ``info["uniforms"]`` by ``step`` (float64 arrays, before clipping;
+two keys, because Gymnasium's vector envs stack each info key into one array, so a key must keep its shape);
+``step`` also returns ``info["outcome"]`` (0 intended, 1 left, 2 right) and ``info["prob"]`` (the probability
+of that outcome).
 """
 
 from __future__ import annotations
@@ -267,12 +269,12 @@ class GridWorld(gym.Env):
         return np.array(divmod(self.s, self.ncol), dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict[str, Any]]:
-        """Start an episode; ``info["uniforms"]`` holds the ``n_cells`` uniforms the start was drawn from."""
+        """Start an episode; ``info["start_uniforms"]`` holds the ``n_cells`` uniforms the start was drawn from."""
         super().reset(seed=seed)
         u = self.np_random.random(self.n_cells)
         self.s = gumbel_argmax(self._start_log_p, u)
         self.lastaction = None
-        return self._obs(), {"uniforms": u, "prob": float(self.initial_state_distrib[self.s])}
+        return self._obs(), {"start_uniforms": u, "prob": float(self.initial_state_distrib[self.s])}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """One move; ``info["uniforms"]`` holds the 3 uniforms of the slip draw (intended, left, right).

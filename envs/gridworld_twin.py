@@ -23,7 +23,7 @@ Dynamics of one ``step`` for an action ``action`` of shape (batch, 4), one-hot o
   max_episode_steps) & ~terminated``. Note: Gymnasium's ``TimeLimit`` reports ``truncated=True`` also when the
   last allowed step terminates; the twin then reports only ``terminated``.
 
-With a one-hot state, a one-hot action and the env's ``info["uniforms"]`` (and its reset ``info["uniforms"]``
+With a one-hot state, a one-hot action and the env's ``info["uniforms"]`` (and its reset ``info["start_uniforms"]``
 for ``reset``), the twin reproduces the Gymnasium env exactly: the same cells, rewards, and termination step.
 All Gumbel-Max draws are computed in float64 whatever ``dtype`` is, with the same clipping as the env.
 """
@@ -162,7 +162,7 @@ class GridWorldTwin:
             batch: number of environments.
             generator: source of the uniforms when ``uniforms`` is None.
             uniforms: (batch, n_cells) uniforms in [0, 1) to replay, e.g. the env's reset
-                ``info["uniforms"]``.
+                ``info["start_uniforms"]``.
 
         Raises:
             ValueError: ``uniforms`` of the wrong shape.

@@ -247,8 +247,9 @@ class GumbelPolicy(nn.Module):
         """
         features, batched = self.obs_to_tensor(observation)
         with torch.no_grad():
-            dist = self.distribution(features)
-            index = dist.mode.argmax(-1) if deterministic else dist.sample().argmax(-1)
+            logits = self(features)
+            # Greedy: argmax of the logits themselves (softmax probabilities can tie in float32 where logits differ).
+            index = logits.argmax(-1) if deterministic else self.distribution_from_logits(logits).sample().argmax(-1)
         actions = index.cpu().numpy().astype(np.int64) + int(self.action_space.start)
         return (actions if batched else actions[0]), state
 

@@ -153,7 +153,7 @@ def test_draws_are_gumbel_max_of_reported_uniforms() -> None:
     u = env.unwrapped
     obs, info = env.reset(seed=42)
     with np.errstate(divide="ignore"):
-        assert obs == gumbel_argmax(np.log(u.initial_state_distrib), info["uniforms"])
+        assert obs == gumbel_argmax(np.log(u.initial_state_distrib), info["start_uniforms"])
     outcomes = []
     for a in [0, 1, 2, 3, 1, 2] * 5:
         obs, _, term, _, info = env.step(a)
@@ -233,3 +233,14 @@ def test_thresholds_sit_just_under_value_iteration_optimum(spec) -> None:
     registered = gym.spec(spec.env_id)
     assert registered.reward_threshold == spec.reward_threshold
     assert registered.max_episode_steps == spec.max_episode_steps
+
+
+def test_works_in_gymnasium_vector_envs_with_infos() -> None:
+    """Vector envs stack each info key into one array: every key must keep its shape from step to step."""
+    venv = gym.make_vec("gumbel_rl/Slippery-8x8-v0", num_envs=3, vectorization_mode="sync")
+    _, info = venv.reset(seed=0)
+    assert info["start_uniforms"].shape == (3, 64)
+    for _ in range(40):  # long enough for episodes to end and auto-reset
+        _, _, _, _, info = venv.step(venv.action_space.sample())
+        assert info["uniforms"].shape == (3, 3)
+    venv.close()

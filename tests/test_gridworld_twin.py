@@ -24,7 +24,7 @@ def _record(env_id: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     ep = {
-        "reset_u": info["uniforms"],
+        "reset_u": info["start_uniforms"],
         "obs0": obs,
         "a": [],
         "u": [],
