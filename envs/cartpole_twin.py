@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from envs.differentiable import register_twin
@@ -79,6 +80,18 @@ class CartPoleTwin:
             [[self.x_threshold], [self.theta_threshold_radians]], dtype=dtype, device=device
         )
         self.device = self._thresholds_col.device  # resolved ("cuda" -> "cuda:0"), so comparisons are exact
+        # The constants as 0-dim tensors of the state dtype: the same values torch would use for Python floats
+        # (rounded to ``dtype``), but without the per-call scalar wrapping, which is half the cost of an op on a
+        # small batch.
+        c = {
+            name: torch.tensor(getattr(self, name), dtype=dtype, device=self.device)
+            for name in ("gravity", "masspole", "total_mass", "length", "polemass_length", "force_mag", "tau")
+        }
+        c["four_thirds"] = torch.tensor(4.0 / 3.0, dtype=dtype, device=self.device)
+        c["max_steps"] = torch.tensor(self.max_episode_steps, device=self.device)
+        c["one_step"] = torch.tensor(1, device=self.device)
+        c["zero_step"] = torch.tensor(0, device=self.device)
+        self._c = c
 
     def __repr__(self) -> str:
         return f"CartPoleTwin(device={str(self.device)!r}, dtype={self.dtype})"
@@ -123,23 +136,20 @@ class CartPoleTwin:
                 f"got dtype {done.dtype} and shape {tuple(done.shape)}"
             )
         xt = state.x.t()
-        t = state.t.masked_fill(done, 0)
         if xt.device.type == "cpu":
-            # Draw only for the finished rows (the host knows how many; no device sync to pay).
-            idx = done.nonzero().squeeze(1)
-            n = idx.numel()
-            if n == 0:
+            # Only the finished rows are touched and consume random numbers. numpy's flatnonzero is ~2x faster
+            # than torch.nonzero here.
+            idx = torch.from_numpy(np.flatnonzero(done.numpy()))
+            if idx.numel() == 0:
                 return state
-            fresh = torch.empty((4, n), dtype=xt.dtype, device=xt.device)
+            fresh = torch.empty((4, idx.numel()), dtype=xt.dtype)
             fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
-            xt_new = xt.clone(memory_format=torch.contiguous_format)
-            xt_new[:, idx] = fresh
-        else:
-            # On an accelerator, counting the done rows would stall on a host sync: draw a full batch instead.
-            fresh = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)
-            fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
-            xt_new = torch.where(done, fresh, xt)
-        return CartPoleState(xt_new.t(), t)
+            return CartPoleState(xt.index_copy(1, idx, fresh).t(), state.t.index_fill(0, idx, 0))
+        # On an accelerator, counting the done rows would stall on a host sync: draw a full batch instead.
+        fresh = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)
+        fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
+        t = torch.where(done, self._c["zero_step"], state.t)
+        return CartPoleState(torch.where(done, fresh, xt).t(), t)
 
     # ------------------------------------------------------------------ dynamics
     def step(
@@ -192,26 +202,57 @@ class CartPoleTwin:
         xt = x.t()
         if not xt.is_contiguous():
             xt = xt.contiguous()
-        x_dot, theta, theta_dot = xt[1], xt[2], xt[3]
-
-        # Same expressions, same evaluation order as CartPoleEnv.step (bit-exact in float64 up to sin/cos).
-        # Divisions stay divisions and no fused multiply-add is used, for the same reason.
-        force = (action[:, 1] - action[:, 0]) * self.force_mag
-        costheta = torch.cos(theta)
-        sintheta = torch.sin(theta)
-        temp = (force + self.polemass_length * (theta_dot * theta_dot) * sintheta) / self.total_mass
-        thetaacc = (self.gravity * sintheta - costheta * temp) / (
-            self.length * (4.0 / 3.0 - self.masspole * (costheta * costheta) / self.total_mass)
-        )
-        xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
-
-        # Euler: [x, x_dot, theta, theta_dot] + tau * [x_dot, xacc, theta_dot, thetaacc] (old velocities first).
-        xt_next = xt + self.tau * torch.stack((x_dot, xacc, theta_dot, thetaacc))
-        terminated = (xt_next[::2].abs() > self._thresholds_col).any(dim=0)
-        t_next = state.t + 1
-        truncated = t_next >= self.max_episode_steps
+        if torch.is_grad_enabled() and (xt.requires_grad or action.requires_grad):
+            xt_next = self._euler_step(xt, action)
+        else:
+            xt_next = self._euler_step_no_grad(xt, action)
+        out = xt_next[::2].abs() > self._thresholds_col  # (2, batch): |x| > 2.4, |theta| > 12 deg
+        terminated = out[0] | out[1]
+        t_next = state.t + self._c["one_step"]
+        truncated = t_next >= self._c["max_steps"]
         reward = torch.ones(batch, dtype=x.dtype, device=x.device)
         return CartPoleState(xt_next.t(), t_next), reward, terminated, truncated
+
+    def _euler_step(self, xt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(4, batch) state rows -> next rows, out of place (autograd records it)."""
+        # Same expressions, same evaluation order as CartPoleEnv.step (bit-exact in float64 up to sin/cos).
+        # Divisions stay divisions and no fused multiply-add is used, for the same reason.
+        c = self._c
+        _, x_dot, theta, theta_dot = xt.unbind(0)  # one unbind: its backward is one stack, not 3 zero-filled copies
+        push_left, push_right = action.unbind(1)
+        force = (push_right - push_left) * c["force_mag"]
+        costheta = torch.cos(theta)
+        sintheta = torch.sin(theta)
+        temp = (force + c["polemass_length"] * (theta_dot * theta_dot) * sintheta) / c["total_mass"]
+        thetaacc = (c["gravity"] * sintheta - costheta * temp) / (
+            c["length"] * (c["four_thirds"] - c["masspole"] * (costheta * costheta) / c["total_mass"])
+        )
+        xacc = temp - c["polemass_length"] * thetaacc * costheta / c["total_mass"]
+        # Euler: [x, x_dot, theta, theta_dot] + tau * [x_dot, xacc, theta_dot, thetaacc] (old velocities first).
+        return xt + c["tau"] * torch.stack((x_dot, xacc, theta_dot, thetaacc))
+
+    def _euler_step_no_grad(self, xt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``_euler_step`` with in-place ops on its own temporaries: ~1.5-2x faster for large batches.
+
+        Bit-identical to ``_euler_step`` (IEEE ``+`` and ``*`` commute and ``a - b == a + (-b)``, so each line
+        rounds exactly like its out-of-place twin; a test checks it). Inputs are never modified.
+        """
+        c = self._c
+        _, x_dot, theta, theta_dot = xt.unbind(0)
+        push_left, push_right = action.unbind(1)
+        force = torch.sub(push_right, push_left).mul_(c["force_mag"])
+        costheta = torch.cos(theta)
+        sintheta = torch.sin(theta)
+        # temp = (force + pml * theta_dot^2 * sin) / total_mass
+        temp = torch.mul(theta_dot, theta_dot).mul_(c["polemass_length"]).mul_(sintheta).add_(force)
+        temp.div_(c["total_mass"])
+        # thetaacc = (g * sin - cos * temp) / (length * (4/3 - masspole * cos^2 / total_mass))
+        denom = torch.mul(costheta, costheta).mul_(c["masspole"]).div_(c["total_mass"])
+        denom.neg_().add_(c["four_thirds"]).mul_(c["length"])
+        thetaacc = torch.mul(sintheta, c["gravity"]).sub_(torch.mul(costheta, temp)).div_(denom)
+        # xacc = temp - pml * thetaacc * cos / total_mass
+        xacc = torch.mul(thetaacc, c["polemass_length"]).mul_(costheta).div_(c["total_mass"]).neg_().add_(temp)
+        return torch.stack((x_dot, xacc, theta_dot, thetaacc)).mul_(c["tau"]).add_(xt)
 
     def observe(self, state: CartPoleState) -> torch.Tensor:
         """The observation the policy sees: ``state.x`` itself, (batch, 4), differentiable.
@@ -235,8 +276,8 @@ class CartPoleTwin:
         returns, so it reaches the action through the dynamics (the action moves theta_dot and x_dot first, then,
         one step later, theta and x).
         """
-        x = state.x
-        return 1.0 - 0.5 * (x[:, 2] / self.theta_threshold_radians) ** 2 - 0.5 * (x[:, 0] / self.x_threshold) ** 2
+        pos, _, theta, _ = state.x.t().unbind(0)
+        return 1.0 - 0.5 * (theta / self.theta_threshold_radians) ** 2 - 0.5 * (pos / self.x_threshold) ** 2
 
 
 register_twin("CartPole-v1", CartPoleTwin)

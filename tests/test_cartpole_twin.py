@@ -272,6 +272,25 @@ def test_soft_half_action_is_zero_force() -> None:
         assert abs(g_obs[1]) > 0.19  # +-10 N moved the cart
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_grad_fast_path_is_bit_identical_to_autograd_path(dtype: torch.dtype) -> None:
+    # step() uses in-place ops on its temporaries when nothing needs a gradient; results must not change by a bit.
+    twin = CartPoleTwin(dtype=dtype)
+    gen = torch.Generator().manual_seed(7)
+    n = 1003  # not a multiple of any SIMD width
+    x = ((torch.rand(n, 4, generator=gen, dtype=torch.float64) - 0.5) * torch.tensor([5.0, 4.0, 0.5, 6.0])).to(dtype)
+    soft = torch.softmax(torch.randn(n, 2, generator=gen), dim=1).to(dtype)
+    hard = torch.nn.functional.one_hot(torch.randint(0, 2, (n,), generator=gen), 2).to(dtype)
+    state = CartPoleState(x, torch.zeros(n, dtype=torch.long))
+    x_before = x.clone()
+    for action in (soft, hard):
+        fast = twin.step(state, action)[0].x
+        slow = twin.step(state, action.clone().requires_grad_())[0].x
+        assert slow.requires_grad and not fast.requires_grad
+        assert torch.equal(fast, slow.detach())
+    assert torch.equal(x, x_before)  # inputs untouched
+
+
 def test_bad_inputs_raise_clear_errors() -> None:
     twin = CartPoleTwin()
     state = twin.reset(4)
