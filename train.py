@@ -7,6 +7,13 @@
     python train.py compare --env CartPole-v1 --methods st-gumbel reinforce ppo --seeds 5 --out runs/cmp
     python train.py evaluate runs/<run dir>/policy.pt --episodes 100 [--stochastic] [--video ep.gif]
 
+Budget and protocol: a run trains to its whole ``--steps`` budget (so every method is compared at the same
+budget, and the curve shows what happens after solving) and reports *when* it first solved -- env steps and
+training seconds at the first time the mean of 100 greedy episodes reached the env's reward threshold;
+``--stop-on-solved`` stops there instead. The default budget, 100,000 env steps, is about where st-gumbel's
+CartPole-v1 defaults solve (seed 0: solved at 75,776 env steps); it is ~10 s of training plus the evaluations on
+two CPU cores. Each run ends with 100 deterministic (and 100 stochastic) episodes in the real environment.
+
 The work is done by ``agents.runner`` (one run), ``agents.compare`` (many) and ``agents.video``; this file only
 parses arguments, prints, and maps outcomes to exit codes: 0 done, 2 bad input (one line on stderr, nothing
 overwritten), 130 interrupted by Ctrl-C (a checkpoint is saved; the message says how to resume), 1 a run failed.
@@ -30,6 +37,7 @@ from agents.runner import (
     DEFAULT_METHOD,
     DEFAULT_STEPS,
     EVAL_SEED,
+    FINAL_EVAL_ENVS,
     TB_DIR,
     MissingExtraError,
     RunSettings,
@@ -308,7 +316,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _err(exc)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        res = evaluate(policy, env_id, args.episodes, deterministic=not args.stochastic, seed=args.seed)
+        res = evaluate(
+            policy, env_id, args.episodes, deterministic=not args.stochastic, seed=args.seed, n_envs=FINAL_EVAL_ENVS
+        )
     extra = meta.get("extra") or {}
     trained = f"{extra.get('method', '?')}, {extra['env_steps']:,} env steps" if "env_steps" in extra else "?"
     kind = "stochastic" if args.stochastic else "deterministic"

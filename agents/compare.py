@@ -288,7 +288,10 @@ def run_local(tasks: Sequence[RunTask], workers: int, stop_flag: Any) -> Iterato
 
 
 def _ray_task(task: RunTask) -> dict[str, Any]:
-    return execute_task(task, None)
+    # ray.cancel interrupts the task through _thread.interrupt_main(), which calls the Python SIGINT handler:
+    # deferring it stops the run at its next iteration boundary, as Ctrl-C does for a local run.
+    with deferred_sigint() as flag:
+        return execute_task(task, flag)
 
 
 def run_ray(tasks: Sequence[RunTask], workers: int | None, stop_flag: Any) -> Iterator[dict[str, Any]]:

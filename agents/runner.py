@@ -70,6 +70,10 @@ EVAL_SEED = 100_000
 training seeds and from the agents' periodic-evaluation seeds (seed + 10000, seed + 20000)."""
 FINAL_EVAL_EPISODES = 100
 """Episodes of the final deterministic (and stochastic) evaluation."""
+FINAL_EVAL_ENVS = 20
+"""Vectorised env copies of the final evaluation (5 episodes each): about twice as fast as 4 on CartPole, because
+the policy then acts for 20 observations per call. ``train.py evaluate`` uses the same, so it reproduces the
+numbers in ``result.json``."""
 
 CONFIG, METRICS, POLICY, CURVE, RESULT, CHECKPOINT, TB_DIR = (
     "config.json",
@@ -491,6 +495,7 @@ def start_run(
         "evaluation": {
             "final_episodes": FINAL_EVAL_EPISODES,
             "final_seed": EVAL_SEED,
+            "final_envs": FINAL_EVAL_ENVS,
             "solved": f"mean return of {FINAL_EVAL_EPISODES} deterministic episodes >= reward_threshold",
         },
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -593,12 +598,20 @@ def train_agent(
 
 
 def final_evaluation(agent: Agent, deterministic: bool) -> EvalResult:
-    """``FINAL_EVAL_EPISODES`` episodes on env seed ``EVAL_SEED``; stochastic actions draw from torch's global
-    generator seeded with ``EVAL_SEED`` inside a forked RNG state (training's RNG stream is left untouched)."""
+    """``FINAL_EVAL_EPISODES`` episodes on ``FINAL_EVAL_ENVS`` env copies seeded from ``EVAL_SEED``. Stochastic
+    actions draw from torch's global generator seeded with ``EVAL_SEED`` inside a forked RNG state (training's RNG
+    stream is left untouched)."""
     devices = [agent.device.index or 0] if agent.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(EVAL_SEED)
-        return evaluate(agent.policy, agent.env_id, FINAL_EVAL_EPISODES, deterministic=deterministic, seed=EVAL_SEED)
+        return evaluate(
+            agent.policy,
+            agent.env_id,
+            FINAL_EVAL_EPISODES,
+            deterministic=deterministic,
+            seed=EVAL_SEED,
+            n_envs=FINAL_EVAL_ENVS,
+        )
 
 
 def finish_run(
@@ -648,6 +661,7 @@ def finish_run(
         "eval_return_std": det.std,
         "eval_episodes": det.episodes,
         "eval_seed": EVAL_SEED,
+        "eval_envs": FINAL_EVAL_ENVS,
         "final_solved": is_solved(det, settings.env_id),
         "stochastic_eval_return_mean": sto.mean,
         "stochastic_eval_return_std": sto.std,

@@ -27,6 +27,7 @@ from agents.evaluation import evaluate
 from agents.run_callbacks import TensorBoardCallback, tensorboard_tag
 from agents.runner import (
     EVAL_SEED,
+    FINAL_EVAL_ENVS,
     RUN_FILES,
     RunSettings,
     TrainingInterrupted,
@@ -152,7 +153,7 @@ def test_policy_file_loads_predicts_and_scores_as_reported(trained):
     assert (extra["env_id"], extra["method"]) == (ENV, "st-gumbel")
     action, _ = policy.predict(np.int64(0), deterministic=True)
     assert action.shape == () and 0 <= int(action) < 4
-    again = evaluate(policy, ENV, 100, deterministic=True, seed=EVAL_SEED)
+    again = evaluate(policy, ENV, 100, deterministic=True, seed=EVAL_SEED, n_envs=FINAL_EVAL_ENVS)
     assert again.mean == pytest.approx(result["eval_return_mean"], abs=1e-12)
     agent = Agent.load(out / "checkpoint.pt")
     assert agent.num_env_steps == result["env_steps"]
