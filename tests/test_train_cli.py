@@ -275,6 +275,16 @@ def test_video_of_cartpole_without_pygame_names_the_extra(tmp_path, capsys):
     assert "pygame" in err and '.[video]' in err
 
 
+def test_mp4_without_imageio_names_the_extra(trained, tmp_path, capsys):
+    if importlib.util.find_spec("imageio") is not None and importlib.util.find_spec("imageio_ffmpeg") is not None:
+        pytest.skip("imageio-ffmpeg is installed: MP4 works")
+    out, _ = trained
+    rc, _, err = main(capsys, "evaluate", str(out / "policy.pt"), "--video", str(tmp_path / "a.mp4"))
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "imageio" in err and '.[video]' in err
+    assert not (tmp_path / "a.mp4").exists()
+
+
 def test_ray_backend_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     rc, _, err = main(capsys, "compare", "--env", ENV, "--methods", "st-gumbel", "--seeds", "1", "--backend", "ray",
