@@ -186,12 +186,18 @@ def plan_comparison(settings: CompareSettings, out: str | os.PathLike, force: bo
 
 
 # ---- one run in a worker ----------------------------------------------------------------------------------------
-def _curve(record: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-    return [
+def _curve(record: Sequence[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, float]]:
+    """The periodic evaluations of a run, then its final evaluation at the end of training (so that every curve
+    reaches the run's last env step, whatever ``eval_every`` was)."""
+    points = [
         {"env_steps": r["env_steps"], "wall_s": r.get("wall_s"), "eval_return_mean": r["eval_return_mean"]}
         for r in record
         if r.get("eval_return_mean") is not None
     ]
+    if not points or result["env_steps"] > points[-1]["env_steps"]:
+        final = {k: result[k] for k in ("env_steps", "wall_s", "eval_return_mean")}
+        points.append(final)
+    return points
 
 
 def execute_task(task: RunTask, stop_flag: Any = None) -> dict[str, Any]:
@@ -209,7 +215,7 @@ def execute_task(task: RunTask, stop_flag: Any = None) -> dict[str, Any]:
     except TrainingInterrupted as exc:
         return {**payload, "status": "interrupted", "env_steps": exc.env_steps}
     record = read_metrics_csv(Path(task.run_dir) / "metrics.csv")
-    return {**payload, "status": "done", "result": result, "curve": _curve(record)}
+    return {**payload, "status": "done", "result": result, "curve": _curve(record, result)}
 
 
 def load_finished(run_dir: Path) -> dict[str, Any]:
@@ -222,7 +228,7 @@ def load_finished(run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir.resolve()),
         "status": "skipped",
         "result": result,
-        "curve": _curve(record),
+        "curve": _curve(record, result),
     }
 
 

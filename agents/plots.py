@@ -58,15 +58,22 @@ def plot_learning_curve(
     title: str,
     threshold: float | None = None,
     solve_env_steps: int | None = None,
+    final: tuple[int, float, float, int] | None = None,
 ) -> Path:
     """Write ``curve.png``: greedy evaluation return (mean +- std over the eval episodes) against env steps, with
-    the reward threshold as a dashed line and the solve point marked."""
+    the reward threshold as a dashed line, the solve point marked, and ``final = (env_steps, mean, std, episodes)``
+    (the final evaluation) as a point with an error bar."""
     pts = eval_points(record)
     fig, (ax,) = _figure(1, 6.4)
     if len(pts["mean"]):
         ax.plot(pts["env_steps"], pts["mean"], marker="o", markersize=3, color="C0", label="eval return (greedy)")
         ax.fill_between(
             pts["env_steps"], pts["mean"] - pts["std"], pts["mean"] + pts["std"], color="C0", alpha=0.2, lw=0
+        )
+    if final is not None:
+        steps, mean, std, episodes = final
+        ax.errorbar(
+            [steps], [mean], yerr=[std], fmt="*", ms=10, color="C3", capsize=3, label=f"final ({episodes} episodes)"
         )
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
@@ -76,7 +83,7 @@ def plot_learning_curve(
     ax.set_ylabel("return")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -135,6 +142,6 @@ def plot_comparison(
         ax.set_xlabel(xlabel)
         ax.set_ylabel("return (median, IQR shaded)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

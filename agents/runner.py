@@ -644,7 +644,8 @@ def finish_run(
     publish_mode(agent.policy.save(run_dir / POLICY, extra=extra))
     write_metrics_csv(run_dir / METRICS, agent.record)
     title = f"{settings.method} on {settings.env_id}, seed {settings.seed}"
-    plot_learning_curve(agent.record, run_dir / CURVE, title, threshold, agent.solve_env_steps)
+    final = (agent.num_env_steps, det.mean, det.std, det.episodes)
+    plot_learning_curve(agent.record, run_dir / CURVE, title, threshold, agent.solve_env_steps, final)
     result = {
         "env": settings.env_id,
         "method": settings.method,

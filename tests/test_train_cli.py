@@ -461,3 +461,18 @@ def test_tensorboard_callback_logs_rows_under_prefixes_against_env_steps():
     assert ("eval/solved", 0.0, 100) in writer.scalars
     assert ("charts/wall_s", 2.0, 300) in writer.scalars
     assert ("charts/steps_per_second", 200.0, 300) in writer.scalars
+
+
+def test_median_iqr_interpolates_runs_and_holds_their_last_value():
+    from agents.plots import median_iqr
+
+    runs = [
+        (np.array([0.0, 10.0]), np.array([0.0, 10.0])),  # y = x
+        (np.array([0.0, 5.0]), np.array([2.0, 2.0])),  # ends at x = 5, then stays at 2
+        (np.array([2.0, 10.0]), np.array([4.0, 4.0])),  # starts at x = 2
+    ]
+    grid, med, q25, q75 = median_iqr(runs, points=11)
+    assert grid == pytest.approx(np.arange(11.0))
+    assert (med[0], q25[0], q75[0]) == pytest.approx((1.0, 0.5, 1.5))  # runs 1 and 2 only: [0, 2]
+    assert (med[10], q25[10], q75[10]) == pytest.approx((4.0, 3.0, 7.0))  # [10, 2 (held), 4]
+    assert med[3] == pytest.approx(3.0)  # [3, 2, 4]
