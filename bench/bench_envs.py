@@ -16,8 +16,11 @@ the three runners alternate (rotating the order) so load from other processes on
 figure is the median steps/s over ``--repeats``; the ratio twin/gym is the median of the per-repeat paired ratios
 (> 1: twin faster). On CUDA each timed block is bracketed by ``torch.cuda.synchronize()``; Gymnasium stays on CPU.
 
-Run ``python bench/bench_envs.py`` (~2 minutes on 2 CPU cores) or ``--quick``; ``--threads N`` sets torch's
-intra-op threads (default: torch's own choice, printed). Prints a markdown table.
+Threads: by default torch runs on 1 intra-op thread, like numpy in the vector env, so both sides use one core.
+``--threads 0`` leaves torch's own choice (one per core); on a machine shared with other jobs that can be far
+slower (OpenMP workers waiting on descheduled threads), see docs/benchmarks.md.
+
+Run ``python bench/bench_envs.py`` (~30 s on 2 CPU cores) or ``--quick``. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -189,16 +192,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per cell; the median is reported")
     p.add_argument("--min-time", type=float, default=0.3, help="seconds per timed block (default 0.3)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="numbers of environments")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: like numpy's single-threaded vector env; 0 = torch's own choice)",
+    )
     p.add_argument("--quick", action="store_true", help="3 repeats of 0.05 s blocks")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.min_time = 3, 0.05
     if args.repeats < 1 or args.min_time <= 0 or any(n < 1 for n in args.sizes):
         p.error("--repeats and --sizes must be >= 1 and --min-time > 0")
-    if args.threads is not None:
-        if args.threads < 1:
-            p.error("--threads must be >= 1")
+    if args.threads < 0:
+        p.error("--threads must be >= 0 (0 = torch's own choice)")
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -33,6 +33,8 @@ class CartPoleState(NamedTuple):
 
     Attributes:
         x: (batch, 4) float tensor ``[x, x_dot, theta, theta_dot]`` in m, m/s, rad, rad/s (Gymnasium's order).
+            States made by the twin are the transpose of a contiguous (4, batch) buffer (strides (1, batch)), so
+            each variable is contiguous for the maths; any (batch, 4) tensor is accepted as input.
         t: (batch,) long tensor, steps taken since the last reset (used for the 500-step truncation).
     """
 
