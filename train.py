@@ -249,9 +249,10 @@ def print_result(result: dict[str, Any], run_dir: Path) -> None:
     if thr is not None:
         solved += f" (threshold {thr:g}: mean of 100 greedy episodes)"
     print(f"solved    {solved}")
+    verdict = "" if thr is None else (" -- at the threshold" if result["final_solved"] else " -- below the threshold")
     print(
         f"final     {result['eval_return_mean']:.4f} +/- {result['eval_return_std']:.4f} over "
-        f"{result['eval_episodes']} deterministic episodes (env seed {result['eval_seed']}); stochastic "
+        f"{result['eval_episodes']} deterministic episodes (env seed {result['eval_seed']}){verdict}; stochastic "
         f"{result['stochastic_eval_return_mean']:.4f} +/- {result['stochastic_eval_return_std']:.4f}"
     )
     files = ["config.json", "metrics.csv", "policy.pt", "curve.png", "result.json", CHECKPOINT]
