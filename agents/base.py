@@ -33,7 +33,8 @@ import torch
 
 from agents.callbacks import BaseCallback, as_callback
 from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate, is_solved, reward_threshold
-from gumbel_rl.policy import GumbelPolicy, atomic_torch_save, resolve_device, safe_torch_load
+from gumbel_rl.files import atomic_torch_save, safe_torch_load
+from gumbel_rl.policy import GumbelPolicy, resolve_device
 
 CHECKPOINT_FORMAT = "gumbel-rl/AgentCheckpoint"
 CHECKPOINT_VERSION = 1

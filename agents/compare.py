@@ -47,7 +47,6 @@ from agents.runner import (
     RunExistsError,
     RunSettings,
     TrainingInterrupted,
-    atomic_write_text,
     check_run_settings,
     csv_text,
     deferred_sigint,
@@ -59,6 +58,7 @@ from agents.runner import (
     write_json,
 )
 from agents.stats import BOOTSTRAP_REPS, median_or_none, stratified_bootstrap_iqm
+from gumbel_rl.files import atomic_write_text
 
 COMPARISON = "comparison.json"
 SUMMARY_JSON, SUMMARY_CSV, CURVES = "summary.json", "summary.csv", "curves.png"

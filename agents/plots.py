@@ -7,12 +7,13 @@ and written atomically (a temporary PNG renamed over the target), so a crash nev
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gumbel_rl.files import atomic_path
 
 
 def _figure(ncols: int, width: float):
@@ -24,21 +25,9 @@ def _figure(ncols: int, width: float):
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return Path(path)
 
 
 def eval_points(record: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

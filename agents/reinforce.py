@@ -232,8 +232,18 @@ class ReinforceAgent(Agent):
                 state = twin.reset_done(state, done, generator=self.generator)
         self._twin_state, self._ep_return = state, ep_ret
         valid = torch.ones(T, B, dtype=torch.bool, device=dev)
-        return dict(obs=obs, next_obs=next_obs, actions=actions, rewards=rewards, terminated=term, truncated=trunc,
-                    valid=valid, ep_sum=ep_sum, ep_count=ep_count, env_steps=T * B)
+        return dict(
+            obs=obs,
+            next_obs=next_obs,
+            actions=actions,
+            rewards=rewards,
+            terminated=term,
+            truncated=trunc,
+            valid=valid,
+            ep_sum=ep_sum,
+            ep_count=ep_count,
+            env_steps=T * B,
+        )
 
     def _rollout_gym(self) -> dict[str, Any]:
         T = self.config.n_steps
@@ -269,10 +279,18 @@ class ReinforceAgent(Agent):
             return torch.as_tensor(np.stack(xs), dtype=dtype, device=dev)
 
         valid_t = stack(valid_l, torch.bool)
-        return dict(obs=torch.stack(obs_l), next_obs=torch.stack(next_l), actions=torch.stack(act_l),
-                    rewards=stack(rew_l, torch.float32), terminated=stack(term_l, torch.bool),
-                    truncated=stack(trunc_l, torch.bool), valid=valid_t, ep_sum=torch.tensor(ep_sum),
-                    ep_count=torch.tensor(float(ep_count)), env_steps=int(np.stack(valid_l).sum()))
+        return dict(
+            obs=torch.stack(obs_l),
+            next_obs=torch.stack(next_l),
+            actions=torch.stack(act_l),
+            rewards=stack(rew_l, torch.float32),
+            terminated=stack(term_l, torch.bool),
+            truncated=stack(trunc_l, torch.bool),
+            valid=valid_t,
+            ep_sum=torch.tensor(ep_sum),
+            ep_count=torch.tensor(float(ep_count)),
+            env_steps=int(np.stack(valid_l).sum()),
+        )
 
     # ---- update --------------------------------------------------------------------------------------------
     def _train_iteration(self) -> tuple[int, dict[str, float]]:
@@ -286,8 +304,14 @@ class ReinforceAgent(Agent):
             next_values = self.value_net(batch["next_obs"].reshape(T * B, -1)).reshape(T, B)
         valid = batch["valid"]
         adv = discounted_advantages(
-            batch["rewards"], values.detach(), next_values, batch["terminated"], batch["truncated"], valid,
-            cfg.gamma, cfg.gae_lambda,
+            batch["rewards"],
+            values.detach(),
+            next_values,
+            batch["terminated"],
+            batch["truncated"],
+            valid,
+            cfg.gamma,
+            cfg.gae_lambda,
         )
         returns = adv + values.detach()
         vmask = valid.reshape(-1).to(values.dtype)
@@ -309,11 +333,23 @@ class ReinforceAgent(Agent):
         params = [*self.policy.parameters(), *self.value_net.parameters()]
         grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         self.optimizer.step()
-        stats = torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach(), grad_norm,
-                             batch["ep_sum"].to(self.device, torch.float32),
-                             batch["ep_count"].to(self.device, torch.float32)]).tolist()
-        metrics = {"policy_loss": stats[0], "value_loss": stats[1], "entropy": stats[2], "grad_norm": stats[3],
-                   "episodes": stats[5]}
+        stats = torch.stack(
+            [
+                policy_loss.detach(),
+                value_loss.detach(),
+                entropy.detach(),
+                grad_norm,
+                batch["ep_sum"].to(self.device, torch.float32),
+                batch["ep_count"].to(self.device, torch.float32),
+            ]
+        ).tolist()
+        metrics = {
+            "policy_loss": stats[0],
+            "value_loss": stats[1],
+            "entropy": stats[2],
+            "grad_norm": stats[3],
+            "episodes": stats[5],
+        }
         if stats[5] > 0:
             metrics["ep_return_mean"] = stats[4] / stats[5]
         return batch["env_steps"], metrics

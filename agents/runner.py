@@ -40,7 +40,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,6 +58,7 @@ from agents.hyperparams import default_hyperparameters
 from agents.plots import plot_learning_curve
 from agents.registry import METHODS, check_env_id, make_agent, methods_for
 from agents.run_callbacks import ProgressBarCallback, StopFlag, StopRequestCallback, TensorBoardCallback
+from gumbel_rl.files import atomic_write_text
 from gumbel_rl.policy import GumbelPolicy, resolve_device, space_to_dict
 
 DEFAULT_ENV = "CartPole-v1"
@@ -177,38 +177,6 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish_mode(path: str | os.PathLike) -> Path:
-    """Give ``path`` the ordinary permissions of a new file (0666 less the umask): files written through
-    ``tempfile.mkstemp`` start private (0600)."""
-    os.chmod(path, 0o666 & ~_umask())
-    return Path(path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, flush it to disk, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -588,7 +556,7 @@ def train_agent(
         try:
             agent.learn(settings.steps, callback=cbs)
         except KeyboardInterrupt:
-            publish_mode(agent.save(run_dir / CHECKPOINT))
+            agent.save(run_dir / CHECKPOINT)
             write_metrics_csv(run_dir / METRICS, agent.record)
             raise TrainingInterrupted(run_dir, agent.num_env_steps, settings.steps) from None
         return finish_run(agent, settings, run_dir, tb)
@@ -627,7 +595,7 @@ def finish_run(
     ``..._std`` / ``..._episodes``, ``device``, and ``eval_wall_s`` (seconds of the final evaluation).
     """
     run_dir = Path(run_dir)
-    publish_mode(agent.save(run_dir / CHECKPOINT))
+    agent.save(run_dir / CHECKPOINT)
     t0 = time.perf_counter()
     det = final_evaluation(agent, deterministic=True)
     sto = final_evaluation(agent, deterministic=False)
@@ -641,7 +609,7 @@ def finish_run(
         "eval_seed": EVAL_SEED,
         "hyperparameters": _json_safe(agent.config.to_dict()),
     }
-    publish_mode(agent.policy.save(run_dir / POLICY, extra=extra))
+    agent.policy.save(run_dir / POLICY, extra=extra)
     write_metrics_csv(run_dir / METRICS, agent.record)
     title = f"{settings.method} on {settings.env_id}, seed {settings.seed}"
     final = (agent.num_env_steps, det.mean, det.std, det.episodes)

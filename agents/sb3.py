@@ -373,12 +373,20 @@ class PPOAgent(SB3Agent):
     def _algo_kwargs(self) -> dict[str, Any]:
         c = self.config
         return dict(
-            learning_rate=schedule(c.learning_rate, c.lr_schedule), n_steps=c.n_steps, batch_size=c.batch_size,
-            n_epochs=c.n_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda,
-            clip_range=schedule(c.clip_range, c.clip_range_schedule), ent_coef=c.ent_coef, vf_coef=c.vf_coef,
-            max_grad_norm=c.max_grad_norm, normalize_advantage=c.normalize_advantage,
-            policy_kwargs=dict(net_arch=dict(pi=list(c.net_arch), vf=list(c.net_arch)),
-                               activation_fn=ACTIVATIONS[c.activation]),
+            learning_rate=schedule(c.learning_rate, c.lr_schedule),
+            n_steps=c.n_steps,
+            batch_size=c.batch_size,
+            n_epochs=c.n_epochs,
+            gamma=c.gamma,
+            gae_lambda=c.gae_lambda,
+            clip_range=schedule(c.clip_range, c.clip_range_schedule),
+            ent_coef=c.ent_coef,
+            vf_coef=c.vf_coef,
+            max_grad_norm=c.max_grad_norm,
+            normalize_advantage=c.normalize_advantage,
+            policy_kwargs=dict(
+                net_arch=dict(pi=list(c.net_arch), vf=list(c.net_arch)), activation_fn=ACTIVATIONS[c.activation]
+            ),
         )
 
     def _source_linears(self) -> list[nn.Linear]:
@@ -397,11 +405,19 @@ class A2CAgent(PPOAgent):
     def _algo_kwargs(self) -> dict[str, Any]:
         c = self.config
         return dict(
-            learning_rate=schedule(c.learning_rate, c.lr_schedule), n_steps=c.n_steps, gamma=c.gamma,
-            gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
-            use_rms_prop=c.use_rms_prop, rms_prop_eps=c.rms_prop_eps, normalize_advantage=c.normalize_advantage,
-            policy_kwargs=dict(net_arch=dict(pi=list(c.net_arch), vf=list(c.net_arch)),
-                               activation_fn=ACTIVATIONS[c.activation]),
+            learning_rate=schedule(c.learning_rate, c.lr_schedule),
+            n_steps=c.n_steps,
+            gamma=c.gamma,
+            gae_lambda=c.gae_lambda,
+            ent_coef=c.ent_coef,
+            vf_coef=c.vf_coef,
+            max_grad_norm=c.max_grad_norm,
+            use_rms_prop=c.use_rms_prop,
+            rms_prop_eps=c.rms_prop_eps,
+            normalize_advantage=c.normalize_advantage,
+            policy_kwargs=dict(
+                net_arch=dict(pi=list(c.net_arch), vf=list(c.net_arch)), activation_fn=ACTIVATIONS[c.activation]
+            ),
         )
 
 
@@ -416,11 +432,19 @@ class DQNAgent(SB3Agent):
     def _algo_kwargs(self) -> dict[str, Any]:
         c = self.config
         return dict(
-            learning_rate=schedule(c.learning_rate, c.lr_schedule), buffer_size=c.buffer_size,
-            learning_starts=c.learning_starts, batch_size=c.batch_size, tau=c.tau, gamma=c.gamma,
-            train_freq=c.train_freq, gradient_steps=c.gradient_steps, target_update_interval=c.target_update_interval,
-            exploration_fraction=c.exploration_fraction, exploration_initial_eps=c.exploration_initial_eps,
-            exploration_final_eps=c.exploration_final_eps, max_grad_norm=c.max_grad_norm,
+            learning_rate=schedule(c.learning_rate, c.lr_schedule),
+            buffer_size=c.buffer_size,
+            learning_starts=c.learning_starts,
+            batch_size=c.batch_size,
+            tau=c.tau,
+            gamma=c.gamma,
+            train_freq=c.train_freq,
+            gradient_steps=c.gradient_steps,
+            target_update_interval=c.target_update_interval,
+            exploration_fraction=c.exploration_fraction,
+            exploration_initial_eps=c.exploration_initial_eps,
+            exploration_final_eps=c.exploration_final_eps,
+            max_grad_norm=c.max_grad_norm,
             policy_kwargs=dict(net_arch=list(c.net_arch), activation_fn=ACTIVATIONS[c.activation]),
         )
 
@@ -429,4 +453,3 @@ class DQNAgent(SB3Agent):
 
     def _source_linears(self) -> list[nn.Linear]:
         return [m for m in self.model.q_net.q_net if isinstance(m, nn.Linear)]
-

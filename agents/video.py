@@ -8,7 +8,6 @@ when one is missing the error says so in one line. GIFs need only Pillow, which 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.runner import MissingExtraError, publish_mode
+from agents.runner import MissingExtraError
+from gumbel_rl.files import atomic_path
 
 VIDEO_EXTRA = 'pip install -e ".[video]"'
 VIDEO_FORMATS = (".gif", ".mp4")
@@ -89,27 +89,16 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 
     path = check_video_path(path)
     if not frames:
         raise ValueError("no frames to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         if path.suffix.lower() == ".gif":
             from PIL import Image
 
             images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-            images[0].save(
-                tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
-            )
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         else:
             import imageio.v2 as imageio
 
             imageio.mimwrite(tmp, [np.asarray(f, dtype=np.uint8) for f in frames], fps=fps, format="FFMPEG")
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

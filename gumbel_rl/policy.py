@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from torch import nn
 
 from gumbel_rl.distributions import GumbelCategorical
 from gumbel_rl.estimators import check_estimator, sample_action
+from gumbel_rl.files import atomic_torch_save, safe_torch_load
 from gumbel_rl.gumbel import _check_tau, check_logits
 
 FORMAT = "gumbel-rl/GumbelPolicy"
@@ -329,45 +329,3 @@ class GumbelPolicy(nn.Module):
     def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         """The JSON metadata of a policy file (config, extra, versions) without building the policy."""
         return json.loads(safe_torch_load(path, FORMAT)["metadata"])
-
-
-def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, flushed to disk, then renamed over ``path``.
-
-    An interrupted save never leaves a truncated file at ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def safe_torch_load(path: str | os.PathLike, expected_format: str) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a dict tagged ``format == expected_format``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: truncated, corrupt or foreign file (one line naming the file and the problem).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: cannot be read as a gumbel-rl file (truncated or corrupt?): {reason}") from None
-    if not isinstance(payload, dict) or payload.get("format") != expected_format:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: not a {expected_format} file (found format {found!r})")
-    return payload
