@@ -14,7 +14,30 @@ PATHWISE = ("relaxed", "st-gumbel", "argmax", "reinmax", "gumbel-rao")
 
 # family -> env family ("*" for all) -> hyperparameters
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "pathwise": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
+    # Pathwise through the twin (agents/pathwise.py), SHAC-style. "*" is PathwiseConfig's own defaults.
+    # Gridworlds: a linear (tabular) critic starting at 0 (optimistic: the step cost makes visited cells negative),
+    # gamma near 1 (a discount of 0.99 hides the goal in the maze), an entropy bonus against early collapse.
+    "pathwise": {
+        "*": {},
+        "CartPole-v1": {
+            "n_envs": 64,
+            "horizon": 32,
+            "gamma": 0.99,
+            "learning_rate": 2e-3,
+            "critic_learning_rate": 2e-3,
+            "eval_every": 10_000,
+        },
+        "gridworld": {
+            "n_envs": 16,
+            "horizon": 16,
+            "gamma": 0.999,
+            "learning_rate": 1e-2,
+            "critic_learning_rate": 1e-2,
+            "critic_arch": (),
+            "entropy_coef": 0.03,
+            "eval_every": 2_048,
+        },
+    },
     "critic": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
     # REINFORCE with a value baseline (agents/reinforce.py): tuned on CartPole-v1 and EmptyRoom-5x5, seeds 0-3.
     "reinforce": {

@@ -122,7 +122,8 @@ class PathwiseConfig(Config):
 
 
 def make_mlp(in_dim: int, arch: tuple[int, ...], out_dim: int, activation: str) -> nn.Sequential:
-    """An MLP ``in_dim -> arch... -> out_dim`` with orthogonal init (gain sqrt 2 hidden, 1 output), zero biases."""
+    """An MLP ``in_dim -> arch... -> out_dim``: orthogonal init (gain sqrt 2 hidden, 1 output; a zero output layer
+    when ``arch`` is empty), zero biases."""
     layers: list[nn.Module] = []
     last = in_dim
     for h in arch:
@@ -132,7 +133,11 @@ def make_mlp(in_dim: int, arch: tuple[int, ...], out_dim: int, activation: str) 
         layers += [lin, ACTIVATIONS[activation]()]
         last = h
     head = nn.Linear(last, out_dim)
-    nn.init.orthogonal_(head.weight, gain=1.0)
+    if arch:
+        nn.init.orthogonal_(head.weight, gain=1.0)
+    else:
+        # A linear map of one-hot states is a table of values: start it at zero for every state.
+        nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     layers.append(head)
     return nn.Sequential(*layers)
