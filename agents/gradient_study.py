@@ -61,7 +61,9 @@ __all__ = [
     "STUDY_ESTIMATORS",
     "TOY_TARGET",
     "StudyRow",
+    "cartpole_ascent",
     "cartpole_gradients",
+    "cartpole_objective",
     "cartpole_reference",
     "estimator_gradients",
     "exact_ascent",
@@ -474,6 +476,57 @@ def cartpole_gradients(
     return torch.cat(out)
 
 
+def cartpole_objective(
+    policy: GumbelPolicy, episodes: int = 10_000, seed: int = 0, horizon: int = CARTPOLE_HORIZON
+) -> tuple[float, float]:
+    """Monte Carlo value of the CartPole objective ``E[sum_{t=1..H} shaped_reward(s_t)]`` (exact sampled actions, no
+    termination): ``(mean, standard error)`` over ``episodes`` episodes, in shaped-reward units."""
+    twin = envs.make_differentiable("CartPole-v1", dtype=torch.float64)
+    pf = _policy_fn(policy, twin.obs_dim, twin.n_actions)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        state = twin.reset(episodes, generator=gen)
+        total = torch.zeros(episodes, dtype=torch.float64)
+        for _ in range(horizon):
+            action = sample_action(pf.fn(pf.params, twin.observe(state)), "reinforce", generator=gen)
+            state, _, _, _ = twin.step(state, action)
+            total += twin.shaped_reward(state)
+    return float(total.mean()), float(total.std()) / math.sqrt(episodes)
+
+
+def cartpole_ascent(
+    policy: GumbelPolicy,
+    target: float,
+    lr: float = 3e-3,
+    max_steps: int = 60,
+    episodes: int = 2000,
+    seed: int = 0,
+    horizon: int = CARTPOLE_HORIZON,
+) -> tuple[float, int]:
+    """Partially train ``policy`` in place on the CartPole objective: Adam steps along ``reinforce-baseline``
+    estimates from ``episodes`` episodes (unbiased), until the Monte Carlo value (``episodes`` fresh episodes) reaches
+    ``target`` or ``max_steps`` steps are done. Fixed seeds: the same call gives the same policy.
+
+    Returns:
+        ``(objective value reached, steps taken)``.
+    """
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    params = list(policy.parameters())
+    steps = 0
+    while True:
+        value, _ = cartpole_objective(policy, episodes, seed=_cell_seed(seed, "value", steps), horizon=horizon)
+        if value >= target or steps >= max_steps:
+            return value, steps
+        g = cartpole_gradients(
+            policy, "reinforce-baseline", episodes // 2, 2, seed=_cell_seed(seed, "step", steps), horizon=horizon
+        ).mean(0)
+        opt.zero_grad()
+        for p, flat in zip(params, torch.split(g, [p.numel() for p in params]), strict=True):
+            p.grad = -flat.view_as(p).to(p.dtype)  # ascent
+        opt.step()
+        steps += 1
+
+
 @dataclass
 class Reference:
     """A Monte Carlo reference gradient: the mean of ``batches`` independent large estimates.
@@ -624,8 +677,10 @@ def summarize(
 ) -> StudyRow:
     """Bias, variance, MSE and cosines of estimates ``grads`` (R, D) against ``reference`` (D,), with 95% CIs.
 
-    CIs: percentile bootstrap over the R repetitions (``n_boot`` resamples). The bootstrap resamples the estimates
-    and recomputes every statistic, mean and covariance included (one (n_boot, R) @ (R, D) product). With a noisy
+    CIs: percentile bootstrap over the R repetitions (``n_boot`` resamples), re-centred on the point estimate. The
+    bootstrap resamples the estimates and recomputes every statistic, mean and covariance included (one
+    (n_boot, R) @ (R, D) product). The bias interval is that of the debiased squared norm, square-rooted (its lower
+    end is 0 when no bias is resolved). With a noisy
     reference (``reference_se > 0``, see :class:`Reference`) its expected squared error is subtracted from the
     squared bias and the MSE; the CIs do not include the reference's own uncertainty.
 
@@ -667,14 +722,23 @@ def summarize(
         for name, v in per_est.items():
             boot[name].append(w @ v)
 
-    def ci(name: str, shift: float = 0.0) -> tuple[float, float]:
-        q = torch.quantile(torch.cat(boot[name]), torch.tensor([0.025, 0.975], dtype=torch.float64)) + shift
-        return float(q[0]), float(q[1])
+    # Percentile intervals re-centred on the point estimates: the resamples scatter around the plug-in values of
+    # the resampled data, which are biased for some statistics (||mean - e||^2 carries an extra tr(Cov)/R, the
+    # variance of a resample is (1 - 1/R) tr(Cov) on average, the cosine of a noisier mean is smaller); shifting the
+    # percentiles by (point - mean of the resamples) removes that first-order bias.
+    points = {"bias_sq": float(point["bias_sq"]), "cos_mean": float(point["cos_mean"]), "variance": float(tr)}
+    points.update({name: float(v.mean()) for name, v in per_est.items()})
+    bounds = {"cos_mean": (-1.0, 1.0), "mean_cos": (-1.0, 1.0), "ascent": (0.0, 1.0), "variance": (0.0, math.inf)}
+    quantiles = torch.tensor([0.025, 0.975], dtype=torch.float64)
 
-    # The resamples scatter around ||mean - e||^2, which is the debiased point estimate plus tr(Cov)/R: centre
-    # their spread on the point estimate (a bias-corrected percentile interval), then take square roots.
-    bias_sq = float(point["bias_sq"])
-    lo_sq, hi_sq = ci("bias_sq", shift=bias_sq - float(torch.cat(boot["bias_sq"]).mean()))
+    def ci(name: str) -> tuple[float, float]:
+        samples = torch.cat(boot[name])
+        lo, hi = (torch.quantile(samples, quantiles) + points[name] - samples.mean()).tolist()
+        low, high = bounds.get(name, (-math.inf, math.inf))
+        return min(max(lo, low), high), min(max(hi, low), high)
+
+    bias_sq = points["bias_sq"]
+    lo_sq, hi_sq = ci("bias_sq")
 
     return StudyRow(
         setting=str(labels.get("setting", "")),
