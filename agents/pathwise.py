@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import torch
 from torch import nn
 
@@ -198,8 +199,6 @@ class PathwiseAgent(Agent):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.schedule = make_schedule(cfg.tau_schedule)
-        import gymnasium as gym
-
         env = gym.make(self.env_id)
         try:
             obs_space, act_space = env.observation_space, env.action_space
