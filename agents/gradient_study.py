@@ -21,8 +21,9 @@ Three settings, one set of statistics (:func:`summarize`):
   *when* the episode terminates, a step function of the state with no useful derivative. The shaped reward is a
   smooth function of the state, so the pathwise estimators have something to differentiate. The reference is a
   very large ``reinforce-baseline`` estimate of the same objective (:func:`cartpole_reference`) whose standard
-  error is reported and subtracted (in squares) from the bias and MSE; the baseline there is the leave-one-out mean
-  return-to-go at the same time step over the other episodes of the estimate (unbiased; none for ``N = 1``).
+  error is reported and subtracted (in squares) from the bias and MSE. There is no exact value function, so the
+  baseline is a per-step ridge regression of the return-to-go on quadratic features of the state, fitted on pilot
+  episodes that the estimate does not reuse (unbiased, for every ``N``).
 
 * **Toy** (REBAR, Tucker et al. 2017; RELAX, Grathwohl et al. 2018): minimise ``E_{b ~ Bernoulli(sigmoid(theta))}
   [(b - t)^2]`` with ``t = 0.45``; ``b`` is a 2-class categorical with logits ``(0, theta)`` and ``relaxed`` feeds
@@ -398,16 +399,39 @@ def cartpole_policy(seed: int = 0, net_arch: Sequence[int] = (64, 64)) -> Gumbel
         return GumbelPolicy(env.observation_space, env.action_space, net_arch=net_arch)
 
 
-def _loo_baseline(returns_to_go: torch.Tensor, n_episodes: int) -> torch.Tensor | None:
-    """Leave-one-out mean of the returns-to-go at each step over the other episodes of the same estimate.
+def _cartpole_rollout(
+    twin: Any, pf: _PolicyFn, episodes: int, horizon: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episodes with exact sampled actions, no gradient: the states acted in (H, episodes, 4) and the shaped rewards
+    (H, episodes) of the states reached."""
+    states, rewards = [], []
+    with torch.no_grad():
+        state = twin.reset(episodes, generator=gen)
+        for _ in range(horizon):
+            states.append(twin.observe(state))
+            action = sample_action(pf.fn(pf.params, states[-1]), "reinforce", generator=gen)
+            state, _, _, _ = twin.step(state, action)
+            rewards.append(twin.shaped_reward(state))
+    return torch.stack(states), torch.stack(rewards)
 
-    ``returns_to_go``: (T, c * n_episodes), episodes of one estimate contiguous. None when ``n_episodes == 1``.
-    """
-    if n_episodes < 2:
-        return None
-    T = returns_to_go.shape[0]
-    g = returns_to_go.view(T, -1, n_episodes)
-    return ((g.sum(-1, keepdim=True) - g) / (n_episodes - 1)).reshape(T, -1)
+
+def _quadratic_features(x: torch.Tensor) -> torch.Tensor:
+    """``[1, x, x_i x_j (i <= j)]``: (..., 4) -> (..., 15)."""
+    i, j = torch.triu_indices(x.shape[-1], x.shape[-1])
+    return torch.cat([torch.ones_like(x[..., :1]), x, x[..., i] * x[..., j]], dim=-1)
+
+
+def _fit_state_baseline(
+    twin: Any, pf: _PolicyFn, horizon: int, episodes: int, gen: torch.Generator
+) -> torch.Tensor:
+    """Per-step ridge regression of the return-to-go on quadratic state features, fitted on ``episodes`` pilot
+    episodes of their own: weights (H, 15). Independent of the episodes it is later used on, so unbiased."""
+    states, rewards = _cartpole_rollout(twin, pf, episodes, horizon, gen)
+    X = _quadratic_features(states)  # (H, M, F)
+    y = rewards.flip(0).cumsum(0).flip(0)  # returns-to-go (H, M)
+    gram = X.transpose(1, 2) @ X
+    ridge = 1e-8 * gram.diagonal(dim1=1, dim2=2).mean(1)[:, None, None] * torch.eye(X.shape[-1], dtype=X.dtype)
+    return torch.linalg.solve(gram + ridge, (X.transpose(1, 2) @ y[..., None]))[..., 0]
 
 
 def cartpole_gradients(
@@ -421,12 +445,14 @@ def cartpole_gradients(
     k: int = 10,
     horizon: int = CARTPOLE_HORIZON,
     max_batch: int = DEFAULT_MAX_BATCH,
+    baseline_episodes: int = 2000,
 ) -> torch.Tensor:
     """Estimates of the gradient of ``E[sum_{t=1..H} shaped_reward(s_t)]`` on the CartPole twin (float64).
 
     ``H`` steps from ``twin.reset``, no termination and no reset (the physics run on past the thresholds);
-    ``s_t`` is the state after the t-th action. ``reinforce-baseline`` uses the leave-one-out mean return-to-go of
-    the other episodes of the same estimate as its baseline (plain ``reinforce`` when ``n_episodes == 1``).
+    ``s_t`` is the state after the t-th action. ``reinforce-baseline``'s baseline ``b_t(s)`` is a per-step ridge
+    regression of the return-to-go on quadratic features of the state, fitted on ``baseline_episodes`` pilot episodes
+    of its own (drawn first from ``seed``, never reused), so it is unbiased for every ``n_episodes``.
 
     Returns:
         (repetitions, D) float64, D the policy's parameter count.
@@ -445,12 +471,15 @@ def cartpole_gradients(
     gen = torch.Generator().manual_seed(int(seed))
     batched_fn = vmap(pf.fn)
     score = estimator in SCORE_ESTIMATORS
+    weights = None
+    if estimator == "reinforce-baseline":
+        weights = _fit_state_baseline(twin, pf, horizon, baseline_episodes, gen)
     out = []
     for c in _chunks(repetitions, n_episodes, max_batch):
         params = _stacked(pf.params, c)
         state = twin.reset(c * n_episodes, generator=gen)
-        log_probs, rewards = [], []
-        for _ in range(horizon):
+        log_probs, rewards, baselines = [], [], []
+        for t in range(horizon):
             obs = twin.observe(state)
             if score:
                 obs = obs.detach()
@@ -458,16 +487,17 @@ def cartpole_gradients(
             if score:
                 action = sample_action(logits.detach(), "reinforce", generator=gen)
                 log_probs.append((torch.log_softmax(logits, dim=-1) * action).sum(-1))
+                if weights is not None:
+                    baselines.append(_quadratic_features(obs) @ weights[t])
             else:
                 action = sample_action(logits, estimator, tau, k=k, generator=gen)
             state, _, _, _ = twin.step(state, action)
             rewards.append(twin.shaped_reward(state))
         rewards_t = torch.stack(rewards)
         if score:
-            baselines = None
-            if estimator == "reinforce-baseline":
-                baselines = _loo_baseline(rewards_t.flip(0).cumsum(0).flip(0), n_episodes)
-            surrogate = _score_surrogate(torch.stack(log_probs), rewards_t.detach(), baselines)
+            surrogate = _score_surrogate(
+                torch.stack(log_probs), rewards_t.detach(), torch.stack(baselines) if baselines else None
+            )
         else:
             surrogate = rewards_t.sum(0)
         objective = surrogate.view(c, n_episodes).mean(1).sum()
@@ -483,14 +513,7 @@ def cartpole_objective(
     termination): ``(mean, standard error)`` over ``episodes`` episodes, in shaped-reward units."""
     twin = envs.make_differentiable("CartPole-v1", dtype=torch.float64)
     pf = _policy_fn(policy, twin.obs_dim, twin.n_actions)
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        state = twin.reset(episodes, generator=gen)
-        total = torch.zeros(episodes, dtype=torch.float64)
-        for _ in range(horizon):
-            action = sample_action(pf.fn(pf.params, twin.observe(state)), "reinforce", generator=gen)
-            state, _, _, _ = twin.step(state, action)
-            total += twin.shaped_reward(state)
+    total = _cartpole_rollout(twin, pf, episodes, horizon, torch.Generator().manual_seed(int(seed)))[1].sum(0)
     return float(total.mean()), float(total.std()) / math.sqrt(episodes)
 
 

@@ -255,14 +255,14 @@ def test_measure_estimators_rows():
 # ------------------------------------------------------------------------------------------ CartPole
 def test_cartpole_reinforce_variants_agree():
     """Both REINFORCE variants are unbiased for the shaped 30-step objective: |z| < 5 per coordinate between their
-    means (small (8,) network, 300 estimates of 10 episodes each); the leave-one-out baseline cuts the variance
-    by more than 10% (it is a time-only baseline: about 20% here)."""
+    means (small (8,) network, 300 estimates of 10 episodes each); the fitted state baseline cuts the variance by
+    more than half (about 3x here)."""
     policy = gs.cartpole_policy(seed=1, net_arch=(8,))
     plain = gs.cartpole_gradients(policy, "reinforce", 10, 300, seed=1, horizon=30)
     based = gs.cartpole_gradients(policy, "reinforce-baseline", 10, 300, seed=2, horizon=30)
     se = (plain.var(0) / 300 + based.var(0) / 300).sqrt()
     assert ((plain.mean(0) - based.mean(0)) / se).abs().max() < 5
-    assert float(based.var(0).sum()) < 0.9 * float(plain.var(0).sum())
+    assert float(based.var(0).sum()) < 0.5 * float(plain.var(0).sum())
 
 
 def test_cartpole_reference_standard_error():
@@ -299,3 +299,12 @@ def test_network_that_does_not_fit_the_env():
         gs.exact_gradient(network(EMPTY), CLIFF)
     with pytest.raises(TypeError, match="GumbelPolicy or a"):
         gs.exact_gradient([[0.0] * 4] * 25, EMPTY)
+
+
+def test_exact_ascent_reaches_its_target():
+    """Partial training stops at the first step whose exact return reaches the target, and reports that return."""
+    table, J, steps = gs.exact_ascent(torch.zeros(25, 4), EMPTY, target=0.2, lr=0.05)
+    assert J >= 0.2 and 1 <= steps < 50
+    assert gs.expected_return(table, EMPTY) == pytest.approx(J, abs=1e-12)
+    _, j_before, _ = gs.exact_ascent(torch.zeros(25, 4), EMPTY, target=0.2, lr=0.05, max_steps=steps - 1)
+    assert j_before < 0.2
