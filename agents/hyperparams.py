@@ -17,15 +17,17 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # Pathwise through the twin (agents/pathwise.py), SHAC-style. "*" is PathwiseConfig's own defaults.
     # Gridworlds: a linear (tabular) critic starting at 0 (optimistic: the step cost makes visited cells negative),
     # gamma near 1 (a discount of 0.99 hides the goal in the maze), an entropy bonus against early collapse.
+    # Measured (seeds 0-9, st-gumbel): CartPole 10/10 solved, median 45k steps; EmptyRoom, FourRooms, Cliff 10/10;
+    # Maze 6/10 within 60k steps; Slippery 0/3 (the policy collapses early to a poor deterministic one).
     "pathwise": {
         "*": {},
         "CartPole-v1": {
             "n_envs": 64,
             "horizon": 32,
             "gamma": 0.99,
-            "learning_rate": 2e-3,
-            "critic_learning_rate": 2e-3,
-            "eval_every": 10_000,
+            "learning_rate": 5e-3,
+            "critic_learning_rate": 5e-3,
+            "eval_every": 5_000,
         },
         "gridworld": {
             "n_envs": 16,
