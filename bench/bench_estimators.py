@@ -383,7 +383,7 @@ def report(plan: Plan, settings: dict, groups: dict, toy: dict, ref: gs.Referenc
     out.append("")
     out.append("Policies (exact expected return J of the start distribution, finite horizon = time limit):")
     out.append("")
-    out.append("| setting | D (parameters) | J initial | J studied | J optimal | ascent steps | ||exact gradient|| |")
+    out.append("| setting | D (parameters) | J initial | J studied | J optimal | ascent steps | norm of the gradient |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
     for name, s in settings.items():
         if "value_se" in s:  # CartPole: Monte Carlo values; the optimum is unknown (<= 100: upright and centred)
