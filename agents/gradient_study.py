@@ -61,10 +61,13 @@ __all__ = [
     "CARTPOLE_HORIZON",
     "STUDY_ESTIMATORS",
     "TOY_TARGET",
+    "Reference",
     "StudyRow",
     "cartpole_ascent",
     "cartpole_gradients",
     "cartpole_objective",
+    "cartpole_policy",
+    "default_repetitions",
     "cartpole_reference",
     "estimator_gradients",
     "exact_ascent",
@@ -73,6 +76,7 @@ __all__ = [
     "measure_cartpole",
     "measure_estimators",
     "summarize",
+    "tabular_model",
     "toy_exact_gradient",
     "toy_gradients",
 ]
@@ -253,18 +257,18 @@ def exact_ascent(
         raise ValueError(f"lr must be > 0 and max_steps >= 0; got lr={lr!r}, max_steps={max_steps!r}")
     model = tabular_model(env_id)
     H = _horizon(model, None)
+    _policy_fn(policy, model.n_states, model.n_actions)  # type and shape check
     if isinstance(policy, GumbelPolicy):
         params = list(policy.parameters())
-        logits_of = lambda: policy(torch.eye(model.n_states))  # noqa: E731
     else:
-        _policy_fn(policy, model.n_states, model.n_actions)  # shape check
         policy = policy.detach().clone().requires_grad_()
         params = [policy]
-        logits_of = lambda: policy  # noqa: E731
+    eye = torch.eye(model.n_states)
     opt = torch.optim.Adam(params, lr=lr)
     steps = 0
     while True:
-        J = policy_return(model, torch.softmax(logits_of().double(), dim=-1), horizon=H)
+        logits = policy(eye) if isinstance(policy, GumbelPolicy) else policy
+        J = policy_return(model, torch.softmax(logits.double(), dim=-1), horizon=H)
         if float(J.detach()) >= target or steps >= max_steps:
             break
         opt.zero_grad()
@@ -821,6 +825,39 @@ def _cells(
     return cells
 
 
+def _measure(
+    estimate: Callable[[str, int, int, float, int], torch.Tensor],
+    reference: torch.Tensor,
+    reference_se: float,
+    setting: str,
+    kind: str,
+    estimators: Sequence[str],
+    n_episodes: Sequence[int],
+    repetitions: Repetitions,
+    taus: Sequence[float],
+    seed: int,
+    n_boot: int,
+    progress: Callable[[StudyRow], None] | None,
+) -> list[StudyRow]:
+    """One :class:`StudyRow` per (estimator, tau, N) cell: ``estimate(estimator, N, R, tau, cell seed)`` summarised
+    against ``reference``."""
+    for tau in taus:
+        _check_tau(tau)
+    rows = []
+    for est, tau, n in _cells(estimators, n_episodes, taus):
+        start = time.perf_counter()
+        g = estimate(est, n, _repetitions_for(repetitions, n), 1.0 if tau is None else tau,
+                     _cell_seed(seed, setting, est, tau, n))
+        row = summarize(
+            g, reference, reference_se, n_boot=n_boot, seed=_cell_seed(seed, "boot", est, tau, n), setting=setting,
+            policy=kind, estimator=est, tau=tau, n_episodes=n, seconds=time.perf_counter() - start,
+        )
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return rows
+
+
 def measure_estimators(
     policy: Policy,
     env_id: str,
@@ -852,41 +889,14 @@ def measure_estimators(
     """
     model = tabular_model(env_id)
     exact, _ = exact_gradient(policy, env_id, model=model)
+
+    def estimate(est: str, n: int, R: int, tau: float, cell_seed: int) -> torch.Tensor:
+        return estimator_gradients(policy, env_id, est, n, R, tau, cell_seed, k=k, max_batch=max_batch, model=model)
+
     kind = "network" if isinstance(policy, GumbelPolicy) else "tabular"
-    for tau in taus:
-        _check_tau(tau)
-    rows = []
-    for est, tau, n in _cells(estimators, n_episodes, taus):
-        R = _repetitions_for(repetitions, n)
-        start = time.perf_counter()
-        g = estimator_gradients(
-            policy,
-            env_id,
-            est,
-            n,
-            R,
-            1.0 if tau is None else tau,
-            _cell_seed(seed, env_id, est, tau, n),
-            k=k,
-            max_batch=max_batch,
-            model=model,
-        )
-        row = summarize(
-            g,
-            exact,
-            n_boot=n_boot,
-            seed=_cell_seed(seed, "boot", est, tau, n),
-            setting=env_id,
-            policy=kind,
-            estimator=est,
-            tau=tau,
-            n_episodes=n,
-            seconds=time.perf_counter() - start,
-        )
-        rows.append(row)
-        if progress is not None:
-            progress(row)
-    return rows
+    return _measure(
+        estimate, exact, 0.0, env_id, kind, estimators, n_episodes, repetitions, taus, seed, n_boot, progress
+    )
 
 
 def measure_cartpole(
@@ -905,35 +915,11 @@ def measure_cartpole(
     progress: Callable[[StudyRow], None] | None = None,
 ) -> list[StudyRow]:
     """As :func:`measure_estimators`, on the CartPole shaped-reward objective against a :class:`Reference`."""
-    rows = []
-    for est, tau, n in _cells(estimators, n_episodes, taus):
-        R = _repetitions_for(repetitions, n)
-        start = time.perf_counter()
-        g = cartpole_gradients(
-            policy,
-            est,
-            n,
-            R,
-            1.0 if tau is None else tau,
-            _cell_seed(seed, "CartPole-v1", est, tau, n),
-            k=k,
-            horizon=horizon,
-            max_batch=max_batch,
-        )
-        row = summarize(
-            g,
-            reference.gradient,
-            reference.se_norm,
-            n_boot=n_boot,
-            seed=_cell_seed(seed, "boot", est, tau, n),
-            setting="CartPole-v1",
-            policy="network",
-            estimator=est,
-            tau=tau,
-            n_episodes=n,
-            seconds=time.perf_counter() - start,
-        )
-        rows.append(row)
-        if progress is not None:
-            progress(row)
-    return rows
+
+    def estimate(est: str, n: int, R: int, tau: float, cell_seed: int) -> torch.Tensor:
+        return cartpole_gradients(policy, est, n, R, tau, cell_seed, k=k, horizon=horizon, max_batch=max_batch)
+
+    return _measure(
+        estimate, reference.gradient, reference.se_norm, "CartPole-v1", "network", estimators, n_episodes,
+        repetitions, taus, seed, n_boot, progress,
+    )
