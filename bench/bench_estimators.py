@@ -4,7 +4,7 @@ One command regenerates the figures ``docs/estimators_*.png`` and the tables of 
 ``<!-- bench:start -->`` / ``<!-- bench:end -->`` markers)::
 
     python bench/bench_estimators.py            # full run (~15 min on the shared 2-core machine)
-    python bench/bench_estimators.py --quick    # a fast subset (~1-2 min); writes to /tmp, leaves docs/ alone
+    python bench/bench_estimators.py --quick    # a fast subset (40-80 s); writes to /tmp, leaves docs/ alone
 
 Settings (see ``agents/gradient_study.py`` for the estimators, objectives and statistics):
 
