@@ -28,7 +28,6 @@ steps.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ from torch import nn
 import envs
 from agents.base import Agent, Config, check_fraction, check_positive
 from agents.registry import register_method
-from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy
+from gumbel_rl.policy import GumbelPolicy, mlp
 from gumbel_rl.schedules import make_schedule
 
 PATHWISE_METHODS: dict[str, str] = {
@@ -122,28 +121,6 @@ class PathwiseConfig(Config):
             raise ValueError(f"hyperparameter tau_schedule {self.tau_schedule!r} is invalid: {exc}") from None
 
 
-def make_mlp(in_dim: int, arch: tuple[int, ...], out_dim: int, activation: str) -> nn.Sequential:
-    """An MLP ``in_dim -> arch... -> out_dim``: orthogonal init (gain sqrt 2 hidden, 1 output; a zero output layer
-    when ``arch`` is empty), zero biases."""
-    layers: list[nn.Module] = []
-    last = in_dim
-    for h in arch:
-        lin = nn.Linear(last, h)
-        nn.init.orthogonal_(lin.weight, gain=math.sqrt(2))
-        nn.init.zeros_(lin.bias)
-        layers += [lin, ACTIVATIONS[activation]()]
-        last = h
-    head = nn.Linear(last, out_dim)
-    if arch:
-        nn.init.orthogonal_(head.weight, gain=1.0)
-    else:
-        # A linear map of one-hot states is a table of values: start it at zero for every state.
-        nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    layers.append(head)
-    return nn.Sequential(*layers)
-
-
 def lambda_returns(
     rewards: torch.Tensor,
     next_values: torch.Tensor,
@@ -215,7 +192,9 @@ class PathwiseAgent(Agent):
         ).to(self.device)
         if self.policy.obs_dim != self.twin.obs_dim or self.policy.n_actions != self.twin.n_actions:
             raise ValueError(f"the twin of {self.env_id!r} does not match the env's spaces")  # a bug, not user input
-        self.critic = make_mlp(self.twin.obs_dim, cfg.critic_arch, 1, cfg.activation).to(self.device)
+        # With no hidden layer the critic is a table of values over one-hot states: start it at zero everywhere.
+        out_gain = 1.0 if cfg.critic_arch else 0.0
+        self.critic = mlp(self.twin.obs_dim, cfg.critic_arch, 1, cfg.activation, out_gain).to(self.device)
         self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_learning_rate)
         # Training reward: CartPole's shaped surrogate (the env reward is a constant 1), else the twin's own.

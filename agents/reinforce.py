@@ -24,7 +24,6 @@ CartPole -- no shaping -- and the gridworld's step cost / goal / trap rewards).
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,7 @@ import envs
 from agents.base import Agent, Config, check_fraction, check_positive
 from agents.registry import register_method
 from gumbel_rl.estimators import sample_action
-from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy
+from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy, mlp
 
 ROLLOUTS = ("auto", "twin", "gym")
 
@@ -103,22 +102,6 @@ def resolve_rollout(rollout: str, env_id: str) -> str:
     if rollout not in ROLLOUTS:
         raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}; got {rollout!r}")
     return rollout
-
-
-def mlp(in_dim: int, net_arch: tuple[int, ...], out_dim: int, activation: str, out_gain: float) -> nn.Sequential:
-    """An MLP with orthogonal init (hidden gain sqrt(2), output gain ``out_gain``) and zero biases."""
-    layers: list[nn.Module] = []
-    last = in_dim
-    for h in net_arch:
-        lin = nn.Linear(last, h)
-        nn.init.orthogonal_(lin.weight, gain=math.sqrt(2))
-        nn.init.zeros_(lin.bias)
-        layers += [lin, ACTIVATIONS[activation]()]
-        last = h
-    head = nn.Linear(last, out_dim)
-    nn.init.orthogonal_(head.weight, gain=out_gain)
-    nn.init.zeros_(head.bias)
-    return nn.Sequential(*layers, head)
 
 
 def discounted_advantages(

@@ -90,6 +90,35 @@ def features_dim(observation_space: gym.Space) -> int:
     raise ValueError(f"unsupported observation space {type(observation_space).__name__}; supported: Box, Discrete")
 
 
+def mlp(
+    in_dim: int, arch: Sequence[int], out_dim: int, activation: str = "tanh", out_gain: float = 1.0
+) -> nn.Sequential:
+    """An MLP ``in_dim -> arch... -> out_dim`` with orthogonal weights (gain sqrt(2) for hidden layers, ``out_gain``
+    for the output layer, which is all zeros when ``out_gain == 0``) and zero biases, as SB3 initialises its nets.
+
+    Raises:
+        ValueError: unknown activation.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; valid activations: {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    last = in_dim
+    for h in arch:
+        lin = nn.Linear(last, h)
+        nn.init.orthogonal_(lin.weight, gain=math.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        layers += [lin, ACTIVATIONS[activation]()]
+        last = h
+    head = nn.Linear(last, out_dim)
+    if out_gain == 0:
+        nn.init.zeros_(head.weight)
+    else:
+        nn.init.orthogonal_(head.weight, gain=out_gain)
+    nn.init.zeros_(head.bias)
+    layers.append(head)
+    return nn.Sequential(*layers)
+
+
 class GumbelPolicy(nn.Module):
     """MLP policy over a ``Discrete`` action space that samples actions with a Gumbel gradient estimator.
 
@@ -136,20 +165,8 @@ class GumbelPolicy(nn.Module):
         self.k = int(k)
         self.register_buffer("tau", torch.tensor(float(tau)))
 
-        layers: list[nn.Module] = []
-        last = self.obs_dim
-        for h in net_arch:
-            lin = nn.Linear(last, h)
-            nn.init.orthogonal_(lin.weight, gain=math.sqrt(2))
-            nn.init.zeros_(lin.bias)
-            layers += [lin, ACTIVATIONS[activation]()]
-            last = h
-        head = nn.Linear(last, self.n_actions)
         # Small last layer: a near-uniform policy at the start (as SB3's action nets, gain 0.01).
-        nn.init.orthogonal_(head.weight, gain=0.01)
-        nn.init.zeros_(head.bias)
-        layers.append(head)
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(self.obs_dim, net_arch, self.n_actions, activation, out_gain=0.01)
 
     # ---- tensors -------------------------------------------------------------------------------------------
     @property
