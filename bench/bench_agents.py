@@ -51,7 +51,9 @@ def gridworld_budget(env_id: str) -> int:
     return 100 * 20 * gym.spec(env_id).max_episode_steps
 
 
-def suite_plan(suite: str, methods: list[str] | None) -> list[tuple[str, str, int, int]]:
+def suite_plan(
+    suite: str, methods: list[str] | None, env_ids: list[str] | None = None
+) -> list[tuple[str, str, int, int]]:
     """(env_id, method, budget, eval_every) for every comparison of ``suite``."""
     plan = []
     if suite in ("cartpole", "all"):
@@ -63,6 +65,8 @@ def suite_plan(suite: str, methods: list[str] | None) -> list[tuple[str, str, in
                 plan.append((env_id, m, gridworld_budget(env_id), 512))
     if methods:
         plan = [p for p in plan if p[1] in methods]
+    if env_ids:
+        plan = [p for p in plan if p[0] in env_ids]
     return plan
 
 
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=["cartpole", "gridworlds", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
+    parser.add_argument("--envs", nargs="*", help="only these environment ids (default: all of the suite)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="bench/results/agents")
     parser.add_argument("--markdown", help="also write the tables to this file")
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     started = time.perf_counter()
-    for env_id, method, budget, eval_every in suite_plan(args.suite, args.methods):
+    for env_id, method, budget, eval_every in suite_plan(args.suite, args.methods, args.envs):
         settings = CompareSettings(
             env_id=env_id,
             methods=[method],
