@@ -40,7 +40,22 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "eval_every": 2_048,
         },
     },
-    "critic": {"*": {}, "CartPole-v1": {}, "gridworld": {}},
+    # <estimator>-critic (agents/critic.py), tuned with st-gumbel-critic. CartPole-v1: seeds 0-9 all solved (100
+    # greedy episodes >= 475) within the 50k-step budget, at 5k-40k steps (seed 4's initial policy already passes;
+    # trained on to 30k it ends at 500). Gridworlds (seed 0, 30k steps): EmptyRoom and FourRooms reach the
+    # threshold; Cliff, Slippery and Maze do not (the policy learns to avoid traps, then wanders).
+    "critic": {
+        "*": {"train_freq": 2},
+        "CartPole-v1": {
+            "train_freq": 1,
+            "batch_size": 128,
+            "critic_lr": 2e-3,
+            "polyak": 0.05,
+            "critic_arch": (128, 128),
+            "alpha_lr": 1e-2,
+        },
+        "gridworld": {"batch_size": 64},
+    },
     # REINFORCE with a value baseline (agents/reinforce.py): tuned on CartPole-v1 and EmptyRoom-5x5, seeds 0-3.
     "reinforce": {
         "*": {},
