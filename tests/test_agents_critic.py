@@ -17,14 +17,6 @@ EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
 FAST = {"learning_starts": 200, "batch_size": 64, "train_freq": 2, "eval_every": 250, "net_arch": [32]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
 def test_learns_empty_room(estimator: str) -> None:
     agent = make_agent(f"{estimator}-critic", EMPTY, seed=0, **FAST)

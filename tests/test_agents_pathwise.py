@@ -17,15 +17,6 @@ from agents.registry import METHODS
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest and keeps runs comparable on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _spy_twin(agent: PathwiseAgent) -> list[dict]:
     """Wrap ``agent.twin.step`` to record, per call, the action fed in and the state it was applied to."""
     calls: list[dict] = []

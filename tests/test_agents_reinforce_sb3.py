@@ -17,14 +17,6 @@ from agents.reinforce import ReinforceAgent, discounted_advantages
 ROOM = "gumbel_rl/EmptyRoom-5x5-v0"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- REINFORCE -----------------------------------------------------------------------------------------------
 def test_discounted_advantages_by_hand():
     """gamma 0.5, one env, 5 steps: terminate at t=1 (no bootstrap), truncate at t=3 (bootstrap V=10), end at t=4

@@ -22,14 +22,6 @@ EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
 CLIFF = "gumbel_rl/Cliff-4x12-v0"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_table(n_states: int, seed: int, scale: float = 0.7) -> torch.Tensor:
     """A tabular policy away from uniform and away from any optimum."""
     return scale * torch.randn(n_states, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
