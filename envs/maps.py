@@ -7,7 +7,12 @@ Every map uses ``step_cost = -0.01``, ``goal_reward = 1`` and ``trap_reward = -1
 
 - deterministic maps: ``optimal_return - 0.01 + 0.001``, i.e. a policy is "solved" when its mean return is
   within 0.9 of a step of the optimum (it tolerates fewer than one extra step per episode on average);
-- slippery maps: ``optimal_return - 0.05``.
+- slippery maps: ``optimal_return - 0.05``, about one standard error of a 100-episode mean (returns there have a
+  standard deviation of about 0.45), so that the best policy passes most 100-episode checks.
+
+The policies trained here observe their cell only, not the time left, so they are stationary. Every threshold must
+be reachable by one: the time limit is long enough that the best stationary policy is within a fraction of the
+margin of the (time-dependent) finite-horizon optimum, which the tests check.
 
 ``threshold_margin`` is the distance allowed below the optimum: the test checks
 ``optimal - margin <= reward_threshold < optimal``.
@@ -108,9 +113,12 @@ SUITE: tuple[GridSpec, ...] = (
     GridSpec(f"{NAMESPACE}/FourRooms-11x11-v0", FOUR_ROOMS_11X11, 80, 0.83, 0.821, 0.01),
     GridSpec(f"{NAMESPACE}/Maze-16x16-v0", MAZE_16X16, 224, 0.44, 0.431, 0.01),
     GridSpec(f"{NAMESPACE}/Cliff-4x12-v0", CLIFF_4X12, 52, 0.87, 0.861, 0.01),
-    GridSpec(f"{NAMESPACE}/Slippery-8x8-v0", SLIPPERY_8X8, 64, 0.5420, 0.492, 0.05, {"slip": 0.2}),
+    # 128 steps, not 4x the shortest path (56): under a 64-step limit the slips make the optimum time-dependent
+    # (0.542) and the best stationary policy reached only 0.484, below that limit's threshold of 0.492.
+    GridSpec(f"{NAMESPACE}/Slippery-8x8-v0", SLIPPERY_8X8, 128, 0.5627, 0.5127, 0.05, {"slip": 0.2}),
 )
-"""The suite, in registration order: id, layout, max_episode_steps (4x to 4.6x the shortest path),
+"""The suite, in registration order: id, layout, max_episode_steps (4x to 4.6x the shortest path; 9x on the
+slippery map),
 optimal_return (value iteration, rounded to 4 places), reward_threshold, threshold_margin, extra kwargs."""
 
 GRIDWORLD_IDS: tuple[str, ...] = tuple(spec.env_id for spec in SUITE)

@@ -14,7 +14,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs  # noqa: F401  (registers the suite)
 from envs.gridworld import GridWorld, gumbel_argmax
 from envs.maps import GRIDWORLD_IDS, SUITE, grid_spec, optimal_return, register_gridworlds
-from envs.tabular import TabularModel, value_iteration
+from envs.tabular import TabularModel, policy_return, value_iteration
 
 OPEN_5X5 = ["S....", ".....", ".....", ".....", "....G"]
 
@@ -233,6 +233,18 @@ def test_thresholds_sit_just_under_value_iteration_optimum(spec) -> None:
     registered = gym.spec(spec.env_id)
     assert registered.reward_threshold == spec.reward_threshold
     assert registered.max_episode_steps == spec.max_episode_steps
+
+
+@pytest.mark.parametrize("spec", SUITE, ids=lambda s: s.env_id)
+def test_thresholds_are_reachable_by_a_stationary_policy(spec) -> None:
+    """The trained policies see their cell, not the time left: the greedy policy of infinite-horizon VI (one
+    action per cell) must reach the threshold in exact expectation under the time limit, within a fifth of the
+    margin of the time-dependent optimum (a 64-step limit on the slippery map once failed this: 0.479 < 0.492)."""
+    model = TabularModel.from_env(GridWorld(**spec.kwargs()))
+    stationary = value_iteration(model, gamma=1.0)
+    exact = policy_return(model, stationary.policy_probs(), horizon=spec.max_episode_steps).item()
+    assert exact >= spec.optimal_return - spec.threshold_margin / 5
+    assert exact > spec.reward_threshold
 
 
 def test_works_in_gymnasium_vector_envs_with_infos() -> None:
