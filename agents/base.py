@@ -119,6 +119,7 @@ class Agent(ABC):
             ``eval_return_std`` on iterations that evaluated.
         solved, solve_env_steps, solve_wall_s: when the 100-episode deterministic evaluation first reached the
             environment's reward threshold.
+        evaluations: periodic evaluations done so far (each one draws fresh episodes).
     """
 
     config_cls: ClassVar[type[Config]] = Config
@@ -135,6 +136,7 @@ class Agent(ABC):
         self.solve_wall_s: float | None = None
         self.last_eval: EvalResult | None = None
         self._next_eval = 0
+        self.evaluations = 0
         self.threshold = reward_threshold(env_id)
         seed_everything(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
@@ -195,9 +197,15 @@ class Agent(ABC):
     def evaluate_progress(self) -> EvalResult:
         """Periodic evaluation: ``eval_episodes`` greedy episodes; at the threshold, the 100-episode solve check."""
         episodes = self.config.eval_episodes
-        result = evaluate(self.policy, self.env_id, episodes, deterministic=True, seed=self.seed + 10_000)
+        # Fresh episodes at every evaluation (as SB3's EvalCallback, whose env runs on), reproducibly: the seeds
+        # derive from (seed, evaluation index). With one fixed seed a stochastic env would replay the same
+        # episodes, and a good policy whose draw was unlucky would fail every check.
+        seeds = np.random.SeedSequence([self.seed, self.evaluations]).generate_state(2) >> 1
+        check_seed, solve_seed = int(seeds[0]), int(seeds[1])
+        self.evaluations += 1
+        result = evaluate(self.policy, self.env_id, episodes, deterministic=True, seed=check_seed)
         if not self.solved and self.threshold is not None and result.mean >= self.threshold:
-            full = evaluate(self.policy, self.env_id, SOLVE_EPISODES, deterministic=True, seed=self.seed + 20_000)
+            full = evaluate(self.policy, self.env_id, SOLVE_EPISODES, deterministic=True, seed=solve_seed)
             if is_solved(full, self.env_id):
                 self.solved = True
                 self.solve_env_steps, self.solve_wall_s = self.num_env_steps, self.train_wall_s
@@ -224,6 +232,7 @@ class Agent(ABC):
             "solve_env_steps": self.solve_env_steps,
             "solve_wall_s": self.solve_wall_s,
             "next_eval": self._next_eval,
+            "evaluations": self.evaluations,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -266,6 +275,7 @@ class Agent(ABC):
         for key in ("num_env_steps", "iterations", "train_wall_s", "solved", "solve_env_steps", "solve_wall_s"):
             setattr(agent, key, meta[key])
         agent._next_eval = meta["next_eval"]
+        agent.evaluations = meta.get("evaluations", 0)
         torch.set_rng_state(payload["rng"]["torch"])
         agent.np_rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
         if "cuda" in payload["rng"] and torch.cuda.is_available():
