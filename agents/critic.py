@@ -8,7 +8,8 @@ DDPG/TD3/SAC with the discrete action relaxed by a Gumbel estimator:
   on replayed transitions towards ``y = r + gamma * (1 - terminated) * V_targ(s')`` with
   ``V_targ(s') = sum_a' pi(a'|s') * min_i Q_targ_i(s', e_a') + alpha * H(pi(.|s'))`` (SAC's soft value; the
   entropy term is dropped with ``soft_target=False``) -- the expectation over
-  the next action is computed exactly by summing over the ``n`` actions (no sampled next action). Targets are
+  the next action is computed exactly by summing over the ``n`` actions (no sampled next action). With
+  ``n_step > 1`` the target sums that many replayed rewards of the episode before bootstrapping. Targets are
   Polyak averages of the critics (rate ``polyak``). Truncated transitions bootstrap; terminated ones do not.
 - Actor (the ``GumbelPolicy``): loss ``-min_i Q_i(s, a~) - alpha * H(pi(.|s))`` with ``a~ =
   sample_action(logits, estimator, tau)``; the critic is frozen during this step, so the policy's gradient comes
@@ -79,6 +80,11 @@ class CriticConfig(Config):
     """One actor update every this many critic updates (TD3's delay)."""
     gamma: float = 0.99
     """Discount factor."""
+    n_step: int = 1
+    """Bootstrap after this many real steps: ``y = r_t + gamma r_{t+1} + ... + gamma^(n-1) r_{t+n-1} + gamma^n
+    V_targ(s_{t+n})``, cut short at the end of the episode (termination: no bootstrap; truncation: bootstrap from
+    the final observation). 1: one-step TD. The replayed rewards come from older policies (no off-policy
+    correction), a bias that small ``n`` keeps small; in exchange values propagate ``n`` times faster."""
     polyak: float = 0.005
     """Target critic update rate: ``target <- (1 - polyak) * target + polyak * critic`` after each critic update."""
     actor_lr: float = 3e-4
@@ -97,7 +103,10 @@ class CriticConfig(Config):
     """Entropy the learned ``alpha`` aims at, as a fraction of ``log(n_actions)`` (the uniform policy's)."""
     soft_target: bool = True
     """Add ``alpha * H(pi(.|s'))`` to the value target (SAC's soft Q); False: the entropy only regularises the
-    actor (tried on the gridworlds Cliff, Slippery and FourRooms: no better)."""
+    actor. With a learned alpha the soft target can run away where episodes end early on a mistake (CartPole):
+    the failing action also loses the future entropy bonus, so Q's action gaps grow with alpha as fast as the
+    actor's entropy term, raising alpha does not raise the entropy, and alpha grows without bound (CartPole seed 5:
+    alpha 250 after 4k steps, 9e5 after 45k, Q ~ 1e7; the greedy policy oscillates between 130 and 460)."""
     alpha_lr: float = 3e-3
     """Adam learning rate of ``log(alpha)`` when ``ent_coef`` is learned."""
     max_grad_norm: float = 10.0
@@ -114,7 +123,8 @@ class CriticConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("n_envs", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_delay", "k"):
+        counts = ("n_envs", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_delay", "n_step", "k")
+        for name in counts:
             check_positive(name, getattr(self, name), integer=True)
         check_positive("learning_starts", self.learning_starts, integer=True, allow_zero=True)
         check_fraction("gamma", self.gamma)
@@ -199,10 +209,15 @@ class EnsembleQ(nn.Module):
 
 class ReplayBuffer:
     """Ring buffer of transitions as tensors on ``device``: raw observations (indices for Discrete spaces),
-    action indices, rewards, next observations and ``terminated`` flags (1.0 only for true terminations)."""
+    action indices, rewards, next observations, ``terminated`` flags (1.0 only for true terminations) and ``done``
+    flags (terminated or truncated: the episode ended there).
 
-    def __init__(self, capacity: int, observation_space: gym.Space, device: torch.device) -> None:
-        self.capacity, self.device = int(capacity), device
+    ``stride``: the distance in the buffer between an env copy's consecutive transitions (``n_envs``, as every
+    ``add`` appends one transition per copy), which lets ``sample`` follow an episode for n-step returns.
+    """
+
+    def __init__(self, capacity: int, observation_space: gym.Space, device: torch.device, stride: int = 1) -> None:
+        self.capacity, self.device, self.stride = int(capacity), device, int(stride)
         self.discrete = isinstance(observation_space, gym.spaces.Discrete)
         self.obs_start = int(observation_space.start) if self.discrete else 0
         obs_shape: tuple[int, ...] = () if self.discrete else (features_dim(observation_space),)
@@ -212,6 +227,7 @@ class ReplayBuffer:
         self.action = torch.zeros(self.capacity, dtype=torch.long, device=device)
         self.reward = torch.zeros(self.capacity, dtype=torch.float32, device=device)
         self.terminated = torch.zeros(self.capacity, dtype=torch.float32, device=device)
+        self.done = torch.zeros(self.capacity, dtype=torch.bool, device=device)
         self.pos = 0
         self.size = 0
 
@@ -221,9 +237,16 @@ class ReplayBuffer:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1), device=self.device)
 
     def add(
-        self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        done: np.ndarray | None = None,
     ) -> None:
-        """Append a batch of ``m`` transitions (numpy arrays with leading dimension ``m``)."""
+        """Append a batch of ``m`` transitions (numpy arrays with leading dimension ``m``); ``done`` (terminated or
+        truncated) defaults to ``terminated``."""
         m = len(action)
         idx = (self.pos + torch.arange(m)) % self.capacity
         idx = idx.to(self.device)
@@ -232,13 +255,36 @@ class ReplayBuffer:
         self.action[idx] = torch.as_tensor(np.asarray(action, dtype=np.int64), device=self.device)
         self.reward[idx] = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=self.device)
         self.terminated[idx] = torch.as_tensor(np.asarray(terminated, dtype=np.float32), device=self.device)
+        done = terminated if done is None else done
+        self.done[idx] = torch.as_tensor(np.asarray(done, dtype=bool), device=self.device)
         self.pos = (self.pos + m) % self.capacity
         self.size = min(self.size + m, self.capacity)
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """``batch`` uniform draws (with replacement): (obs, action, reward, next_obs, terminated)."""
+    def sample(
+        self, batch: int, generator: torch.Generator, n_step: int = 1, gamma: float = 1.0
+    ) -> tuple[torch.Tensor, ...]:
+        """``batch`` uniform draws (with replacement): (obs, action, reward, next_obs, terminated, discount).
+
+        ``n_step == 1``: the stored transitions, and ``discount`` is None (the caller's ``gamma``). Otherwise each
+        draw ``t`` follows its episode up to ``n_step`` transitions (fewer where the episode ended or the newer
+        ones are not written yet): ``reward = sum_k gamma^k r_{t+k}``, ``next_obs``/``terminated`` those of the
+        last transition followed, ``discount = gamma^(transitions followed)``.
+        """
         i = torch.randint(self.size, (batch,), device=self.device, generator=generator)
-        return self.obs[i], self.action[i], self.reward[i], self.next_obs[i], self.terminated[i]
+        if n_step == 1:
+            return self.obs[i], self.action[i], self.reward[i], self.next_obs[i], self.terminated[i], None
+        newer = (self.pos - 1 - i) % self.capacity  # transitions written after i (the ring's newest is pos - 1)
+        reward = self.reward[i].clone()
+        last, alive, followed = i, ~self.done[i], torch.ones(batch, device=self.device)
+        for k in range(1, n_step):
+            alive = alive & (newer >= k * self.stride)
+            j = (i + k * self.stride) % self.capacity
+            reward = reward + (gamma**k) * self.reward[j] * alive
+            last = torch.where(alive, j, last)
+            followed = followed + alive
+            alive = alive & ~self.done[j]
+        discount = torch.pow(torch.full_like(followed, gamma), followed)
+        return self.obs[i], self.action[i], reward, self.next_obs[last], self.terminated[last], discount
 
     def state_dict(self) -> dict[str, Any]:
         """The filled part of the buffer, in storage order, with the write position."""
@@ -249,6 +295,7 @@ class ReplayBuffer:
             "action": self.action[:n].clone(),
             "reward": self.reward[:n].clone(),
             "terminated": self.terminated[:n].clone(),
+            "done": self.done[:n].clone(),
             "pos": self.pos,
             "size": self.size,
         }
@@ -257,6 +304,8 @@ class ReplayBuffer:
         n = int(state["size"])
         for key in ("obs", "next_obs", "action", "reward", "terminated"):
             getattr(self, key)[:n] = state[key].to(self.device)
+        # Checkpoints from before n-step returns have no "done": their terminations are the best lower bound.
+        self.done[:n] = state["done"].to(self.device) if "done" in state else state["terminated"].to(self.device) > 0
         self.pos, self.size = int(state["pos"]), n
 
 
@@ -308,7 +357,7 @@ class CriticAgent(Agent):
         self.target_params = list(self.critic_target.parameters())
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr, foreach=True)
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr, foreach=True)
-        self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, self.device)
+        self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, self.device, stride=cfg.n_envs)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         alpha, self.learn_alpha = initial_alpha(cfg.ent_coef)
@@ -352,12 +401,12 @@ class CriticAgent(Agent):
         """One vectorised step; stores every transition and resets the copies that finished. Returns n_envs."""
         actions = self._act(steps_so_far < self.config.learning_starts)
         next_obs, rewards, terminated, truncated, _ = self.envs.step(actions)
-        self.buffer.add(self.obs, actions - self.action_start, rewards, next_obs, terminated)
+        done = np.logical_or(terminated, truncated)
+        self.buffer.add(self.obs, actions - self.action_start, rewards, next_obs, terminated, done)
         for i, a in enumerate(actions):
             self.episode_actions[i].append(int(a))
         self.episode_returns += rewards
         self.episode_lengths += 1
-        done = np.logical_or(terminated, truncated)
         if done.any():
             self.recent_returns.extend(self.episode_returns[done].tolist())
             self.episodes += int(done.sum())
@@ -400,7 +449,9 @@ class CriticAgent(Agent):
     def _update(self, tau: float) -> dict[str, torch.Tensor]:
         """One critic update, an actor update every ``policy_delay``, then the Polyak step of the targets."""
         cfg = self.config
-        obs, action, reward, next_obs, terminated = self.buffer.sample(cfg.batch_size, self.generator)
+        obs, action, reward, next_obs, terminated, discount = self.buffer.sample(
+            cfg.batch_size, self.generator, cfg.n_step, cfg.gamma
+        )
         f, f_next = self._features(obs), self._features(next_obs)
         n_act, batch = self.policy.n_actions, f.shape[0]
 
@@ -412,7 +463,7 @@ class CriticAgent(Agent):
             v_next = (probs_next * q_next).sum(-1)
             if cfg.soft_target:
                 v_next = v_next + self.log_alpha.exp() * _entropy(logits_next)
-            target = reward + cfg.gamma * (1.0 - terminated) * v_next
+            target = reward + (cfg.gamma if discount is None else discount) * (1.0 - terminated) * v_next
         q = self.critic(f, self.eye[action])
         critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
         self.critic_opt.zero_grad(set_to_none=True)

@@ -108,6 +108,43 @@ def test_buffer_cartpole_physics_two_envs() -> None:
     assert buf.terminated[: buf.size].sum().item() == agent.episodes  # random play never reaches 500 steps
 
 
+def test_n_step_returns_follow_each_episode() -> None:
+    """Two copies (stride 2), capacity 6, after 4 steps (the first overwritten): copy 0 terminates at t=1, copy 1
+    is truncated at t=2. Each 3-step sample sums its episode's discounted rewards up to the episode's end or the
+    newest transition, and bootstraps from the last one followed (gamma = 0.5)."""
+    from agents.critic import ReplayBuffer
+
+    buf = ReplayBuffer(6, gym.spaces.Box(-100, 100, (1,)), torch.device("cpu"), stride=2)
+    for t in range(4):
+        buf.add(
+            obs=np.array([[t], [10 + t]]),
+            action=np.array([0, 1]),
+            reward=np.array([1.0, 2.0]),
+            next_obs=np.array([[t + 1], [11 + t]]),
+            terminated=np.array([t == 1, False]),
+            done=np.array([t == 1, t == 2]),
+        )
+    # obs -> (n-step reward, next obs, terminated, discount)
+    expected = {
+        1: (1.0, 2, 1.0, 0.5),  # terminated here: nothing follows
+        2: (1.0 + 0.5, 4, 0.0, 0.25),  # t=3 is the newest transition of copy 0
+        3: (1.0, 4, 0.0, 0.5),
+        11: (2.0 + 0.5 * 2.0, 13, 0.0, 0.25),  # truncated at t=2: stops there, bootstraps from 13
+        12: (2.0, 13, 0.0, 0.5),
+        13: (2.0, 14, 0.0, 0.5),
+    }
+    gen = torch.Generator().manual_seed(0)
+    obs, _, reward, next_obs, terminated, discount = buf.sample(300, gen, n_step=3, gamma=0.5)
+    seen = set()
+    for o, *got in torch.stack([obs[:, 0], reward, next_obs[:, 0], terminated, discount], 1).tolist():
+        seen.add(int(o))
+        assert got == pytest.approx(expected[int(o)]), o
+    assert seen == set(expected)  # 0 and 10 were overwritten
+    # n_step = 1: the stored transitions, discount left to the caller.
+    obs, _, reward, next_obs, _, discount = buf.sample(50, gen)
+    assert discount is None and torch.equal(next_obs, obs + 1) and torch.equal(reward, 1.0 + (obs[:, 0] >= 10))
+
+
 def test_actor_gradient_only_through_action() -> None:
     agent = make_agent("st-gumbel-critic", EMPTY, seed=3, learning_starts=100, batch_size=32, eval_every=10**6)
     agent.learn(300)  # fills the buffer and makes a few updates
@@ -160,6 +197,7 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
         "train_freq": 2,
         "eval_every": 300,
         "ent_coef": 0.01,
+        "n_step": 3,
         "tau": {"kind": "linear", "tau0": 2.0, "tau_end": 0.5, "steps": 600},
     }
     full = make_agent("reinmax-critic", "CartPole-v1", seed=5, **hp).learn(600)
@@ -171,7 +209,7 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
     resumed.learn(600)
     assert _record(resumed) == _record(full)
     assert all(torch.equal(a, b) for a, b in zip(_weights(resumed), _weights(full), strict=True))
-    for key in ("obs", "action", "reward", "next_obs", "terminated"):
+    for key in ("obs", "action", "reward", "next_obs", "terminated", "done"):
         assert torch.equal(getattr(resumed.buffer, key), getattr(full.buffer, key)), key
     assert np.array_equal(resumed.obs, full.obs)
 
@@ -193,6 +231,8 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
         ({"tau": 0.0}, "tau"),
         ({"tau": {"kind": "cosine"}}, "tau"),
         ({"gamma": 1.5}, "gamma"),
+        ({"n_step": 0}, "n_step"),
+        ({"n_step": 2.5}, "n_step"),
         ({"polyak": 0}, "polyak"),
         ({"batch_size": 2.5}, "batch_size"),
         ({"critic_arch": [64, -1]}, "critic_arch"),
