@@ -58,7 +58,11 @@ class PathwiseConfig(Config):
     n_envs: int = 64
     """Twin environments simulated in parallel in one batch."""
     horizon: int = 32
-    """Steps per window (the truncated-backprop length); one iteration consumes ``n_envs * horizon`` env steps."""
+    """Steps per window; one iteration consumes ``n_envs * horizon`` env steps and makes one actor update."""
+    actor_horizon: int = 0
+    """Truncated-backprop length of the actor's gradient: every ``actor_horizon`` steps the running segments are
+    closed with ``gamma^k V(s)`` and the state is detached. 0 means ``horizon`` (SHAC: one segment per window).
+    1 makes the gradient of each action ``r + gamma V(s')`` alone, the one-step lookahead through the twin."""
     gamma: float = 0.99
     """Discount factor in [0, 1)."""
     gae_lambda: float = 0.95
@@ -99,6 +103,12 @@ class PathwiseConfig(Config):
         super().validate()
         for name in ("n_envs", "horizon", "gumbel_k", "critic_epochs", "critic_minibatches"):
             check_positive(name, getattr(self, name), integer=True)
+        check_positive("actor_horizon", self.actor_horizon, integer=True, allow_zero=True)
+        if self.actor_horizon > self.horizon:
+            raise ValueError(
+                f"hyperparameter actor_horizon must be between 0 (= horizon) and horizon ({self.horizon}), "
+                f"got {self.actor_horizon}"
+            )
         check_positive("lr_decay_steps", self.lr_decay_steps, integer=True, allow_zero=True)
         for name in ("learning_rate", "critic_learning_rate", "max_grad_norm"):
             check_positive(name, getattr(self, name))
@@ -247,7 +257,8 @@ class PathwiseAgent(Agent):
         ep_return = self._episode_return
         finished_sum = torch.zeros((), device=self.device)
         finished_count = torch.zeros((), device=self.device)
-        for _ in range(horizon):
+        cut = cfg.actor_horizon or horizon
+        for t in range(horizon):
             obs = self.twin.observe(state)
             action, logits = self.policy.act(obs, tau=tau, estimator=self.estimator, generator=self.generator)
             next_state, env_reward, terminated, truncated = self.twin.step(state, action, **self._step_kwargs)
@@ -270,6 +281,12 @@ class PathwiseAgent(Agent):
             ep_return = ep_return.masked_fill(done, 0.0)
             discount = torch.where(done, torch.ones_like(discount), discount * gamma)
             state = self.twin.reset_done(next_state, done, self.generator)
+            if (t + 1) % cut == 0 and t + 1 < horizon:
+                # Close the running segments on V(s) and cut the actor's gradient here.
+                live = 1.0 - done.to(discount.dtype)
+                objective = objective + discount * self._value(self.twin.observe(state)) * live
+                state = type(state)(*(x.detach() for x in state))
+                discount = torch.ones_like(discount)
         # Segments still running at the window end bootstrap on V(s_H) (gamma^k with k their length so far).
         objective = objective + discount * self._value(self.twin.observe(state)) * (1.0 - done.to(discount.dtype))
         actor_loss = -objective.mean() / horizon - cfg.entropy_coef * entropy / horizon

@@ -187,3 +187,62 @@ def test_temperature_follows_its_schedule_in_env_steps() -> None:
     # Iteration i starts at 64 * i env steps: tau = 2 - 64 i / 256 until step 256, then 1.
     assert taus == pytest.approx([2.0, 1.75, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0])
     assert all(row["env_steps"] == 64 * (i + 1) for i, row in enumerate(agent.record))
+
+
+@pytest.mark.parametrize("actor_horizon", [1, 2])
+def test_actor_horizon_cuts_the_gradient_inside_the_window(actor_horizon: int) -> None:
+    """With ``actor_horizon`` k the state is detached every k steps of the window, and only there."""
+    agent = agents.make_agent("st-gumbel", "CartPole-v1", seed=0, n_envs=4, horizon=6, actor_horizon=actor_horizon)
+    calls = _spy_twin(agent)
+    agent._train_iteration()
+    assert len(calls) == 6
+    for i, call in enumerate(calls):
+        assert (call["state"].x.grad_fn is None) == (i % actor_horizon == 0), i
+
+
+def test_one_step_actor_gradient_is_the_softmax_jacobian_times_the_lookahead() -> None:
+    """``argmax`` with ``actor_horizon`` 1 on EmptyRoom, one env, one step from the start cell 0, a linear policy and
+    a critic set by hand: d loss / d logits = -J^T (r_a + gamma V(s'_a)) exactly, where J is the softmax Jacobian
+    (argmax's backward at tau 1), r_a = -0.01 for every move and s'_a the cell action a leads to (up and left
+    bump into the edge and stay in cell 0, right -> 1, down -> 5)."""
+    gamma = 0.9
+    agent = agents.make_agent(
+        "argmax", EMPTY, seed=0, n_envs=1, horizon=1, actor_horizon=1, gamma=gamma, net_arch=(),
+        entropy_coef=0.0, max_grad_norm=1e9, randomize_start_t=False,
+    )
+    values = torch.linspace(-0.5, 0.7, 25)
+    with torch.no_grad():
+        agent.critic[0].weight.copy_(values[None, :])
+        agent.critic[0].bias.fill_(0.05)
+        agent.policy.net[0].weight.normal_(generator=torch.Generator().manual_seed(1))
+    grads: dict[str, torch.Tensor] = {}
+    step = agent.actor_opt.step
+    agent.actor_opt.step = lambda: (grads.update({n: p.grad.clone() for n, p in agent.policy.named_parameters()}),
+                                    step())[1]
+    logits = agent.policy.net[0].weight[:, 0].detach() + agent.policy.net[0].bias.detach()
+    agent._train_iteration()
+    lookahead = -0.01 + gamma * (values[[0, 1, 5, 0]] + 0.05)
+    p = torch.softmax(logits, -1)
+    expected = -(torch.diag(p) - torch.outer(p, p)) @ lookahead
+    assert torch.allclose(grads["net.0.bias"], expected, atol=1e-7)
+    assert torch.allclose(grads["net.0.weight"][:, 0], expected, atol=1e-7)
+    assert torch.count_nonzero(grads["net.0.weight"][:, 1:]) == 0
+
+
+def test_actor_horizon_refusals() -> None:
+    with pytest.raises(ValueError, match="hyperparameter actor_horizon must be between 0 .* and horizon \\(8\\)"):
+        agents.make_agent("st-gumbel", EMPTY, horizon=8, actor_horizon=9)
+    with pytest.raises(ValueError, match="hyperparameter actor_horizon"):
+        agents.make_agent("st-gumbel", EMPTY, actor_horizon=-1)
+
+
+def test_each_evaluation_draws_fresh_episodes_reproducibly() -> None:
+    """Evaluation seeds derive from (seed, evaluation index): the same policy on the slippery map gets different
+    episodes at successive evaluations, and a second agent with the same seed gets the same sequence."""
+    slippery = "gumbel_rl/Slippery-8x8-v0"
+    a = agents.make_agent("st-gumbel", slippery, seed=3, eval_episodes=20)
+    b = agents.make_agent("st-gumbel", slippery, seed=3, eval_episodes=20)
+    means_a = [a.evaluate_progress().mean for _ in range(3)]
+    means_b = [b.evaluate_progress().mean for _ in range(3)]
+    assert means_a == means_b and a.evaluations == 3
+    assert len(set(means_a)) == 3
