@@ -63,7 +63,7 @@ class Config:
     """Hyperparameters every method has. Subclasses add theirs and extend ``validate``."""
 
     net_arch: tuple[int, ...] = (64, 64)
-    """Hidden layer sizes of the policy network."""
+    """Hidden layer sizes of the policy network (``()``: a linear policy, a table of logits on one-hot states)."""
     activation: str = "tanh"
     """Activation of the policy network (tanh, relu, elu, gelu)."""
     eval_every: int = 5_000
@@ -73,9 +73,11 @@ class Config:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad hyperparameter."""
-        if not self.net_arch or any(not isinstance(h, int) or h <= 0 for h in self.net_arch):
+        if not isinstance(self.net_arch, tuple) or any(
+            not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.net_arch
+        ):
             raise ValueError(
-                f"hyperparameter net_arch must be a non-empty list of positive integers, got {self.net_arch!r}"
+                f"hyperparameter net_arch must be a list of positive integers (may be empty), got {self.net_arch!r}"
             )
         check_positive("eval_every", self.eval_every, integer=True)
         check_positive("eval_episodes", self.eval_episodes, integer=True)
