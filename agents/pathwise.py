@@ -15,7 +15,11 @@ One iteration (Xu et al. 2022, "Accelerated Policy Learning with Parallel Differ
    the sum of those returns, averaged over environments and divided by ``horizon`` (as SHAC does, so that the
    scale does not grow with the window), minus ``entropy_coef`` times the mean policy entropy. Finished
    environments are re-drawn with ``twin.reset_done`` (the fresh rows carry no gradient). Gradient-norm clipping,
-   then Adam.
+   then Adam. With ``actor_horizon`` k < ``horizon`` the same happens every k steps inside the window: running
+   segments are closed with ``gamma^j V(s)`` and the state is detached, so the actor's gradient spans k steps
+   while the critic still learns from the whole window (k = 1: each action is credited with ``r + gamma V(s')``
+   through the twin; the gridworld default, where replaying the later actions from another cell is the wrong
+   counterfactual).
 3. The critic ``V`` (its own MLP and Adam) regresses TD(lambda) targets computed from the window's detached
    rewards and values, ``critic_epochs`` passes of ``critic_minibatches`` minibatches.
 
