@@ -167,6 +167,11 @@ def lambda_returns(
     return out
 
 
+def _detached(state: Any) -> Any:
+    """The twin state (a NamedTuple of tensors) with every field detached from the graph."""
+    return type(state)(*(x.detach() for x in state))
+
+
 def _state_to_dict(state: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in state._asdict().items()}
 
@@ -253,7 +258,7 @@ class PathwiseAgent(Agent):
         lr = self._set_learning_rates()
 
         # Truncated backprop: the window starts from a detached state.
-        state = type(self.twin_state)(*(x.detach() for x in self.twin_state))
+        state = _detached(self.twin_state)
         discount = torch.ones(n, device=self.device)
         objective = torch.zeros(n, device=self.device)
         entropy = torch.zeros((), device=self.device)
@@ -285,21 +290,20 @@ class PathwiseAgent(Agent):
             ep_return = ep_return.masked_fill(done, 0.0)
             discount = torch.where(done, torch.ones_like(discount), discount * gamma)
             state = self.twin.reset_done(next_state, done, self.generator)
-            if (t + 1) % cut == 0 and t + 1 < horizon:
-                # Close the running segments on V(s) and cut the actor's gradient here.
+            if (t + 1) % cut == 0:
+                # Segments still running bootstrap on V(s) (gamma^k, k their length so far); the actor's gradient
+                # is cut here (at the window end, and every actor_horizon steps inside it).
                 live = 1.0 - done.to(discount.dtype)
                 objective = objective + discount * self._value(self.twin.observe(state)) * live
-                state = type(state)(*(x.detach() for x in state))
+                state = _detached(state)
                 discount = torch.ones_like(discount)
-        # Segments still running at the window end bootstrap on V(s_H) (gamma^k with k their length so far).
-        objective = objective + discount * self._value(self.twin.observe(state)) * (1.0 - done.to(discount.dtype))
         actor_loss = -objective.mean() / horizon - cfg.entropy_coef * entropy / horizon
 
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(self.policy.parameters()))
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
         self.actor_opt.step()
-        self.twin_state = type(state)(*(x.detach() for x in state))
+        self.twin_state = state
         self._episode_return = ep_return
 
         critic_loss = self._update_critic(obs_buf, rew_buf, nv_buf, term_buf, done_buf)
