@@ -73,7 +73,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad hyperparameter."""
-        if not isinstance(self.net_arch, tuple) or any(
+        if not isinstance(self.net_arch, (tuple, list)) or any(
             not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.net_arch
         ):
             raise ValueError(
