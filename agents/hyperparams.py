@@ -53,8 +53,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # every 4,096 steps): seeds 0-9 all solved within the 50k-step budget, median 8k steps (seed 4's initial policy
     # already passes). soft_target=False: with SAC's soft target the learned alpha ran away (seed 5: alpha 9e5,
     # Q ~ 1e7) and the greedy policy oscillated; n_step=3 and actor_lr=1e-3 then solve seeds 5 and 6 in 4k-8k.
-    # Gridworlds (seed 0, 30k steps): EmptyRoom and FourRooms reach the
-    # threshold; Cliff, Slippery and Maze do not (the policy learns to avoid traps, then wanders).
+    # Gridworlds (seed 0, 30k steps): EmptyRoom and FourRooms reach the threshold; Cliff, Slippery and Maze do not
+    # (the policy learns to avoid traps, then wanders).
     "critic": {
         "*": {"train_freq": 2},
         "CartPole-v1": {
