@@ -14,9 +14,9 @@ training seconds at the first time the mean of 100 greedy episodes reached the e
 CartPole-v1 defaults solve (seed 0: solved at 75,776 env steps); it is ~10 s of training plus the evaluations on
 two CPU cores. Each run ends with 100 deterministic (and 100 stochastic) episodes in the real environment.
 
-The work is done by ``agents.runner`` (one run), ``agents.compare`` (many) and ``agents.video``; this file only
-parses arguments, prints, and maps outcomes to exit codes: 0 done, 2 bad input (one line on stderr, nothing
-overwritten), 130 interrupted by Ctrl-C (a checkpoint is saved; the message says how to resume), 1 a run failed.
+The work is done by ``experiments.runner`` (one run), ``experiments.compare`` (many) and ``experiments.video``;
+this file only parses arguments, prints, and maps outcomes to exit codes: 0 done, 2 bad input (one line on stderr,
+nothing overwritten), 130 interrupted by Ctrl-C (a checkpoint is saved; the message says how to resume), 1 a run failed.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any, NoReturn
 import torch
 
 import agents  # noqa: F401  (registers every method)
-from agents.compare import CompareSettings, check_backend, format_table, plan_comparison, run_comparison
 from agents.evaluation import evaluate, is_solved, reward_threshold
-from agents.runner import (
+from experiments.compare import CompareSettings, check_backend, format_table, plan_comparison, run_comparison
+from experiments.runner import (
     CHECKPOINT,
     DEFAULT_ENV,
     DEFAULT_METHOD,
@@ -302,7 +302,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # ---- evaluate -----------------------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from agents.video import check_video_path, env_fps, record_episode, write_video
+    from experiments.video import check_video_path, env_fps, record_episode, write_video
 
     try:
         if args.episodes < 1:

@@ -7,7 +7,6 @@ import agents.sb3  # noqa: F401  (registers ppo, a2c, dqn)
 from agents.base import Agent, Config
 from agents.callbacks import BaseCallback, CallbackList, FunctionCallback, StopTrainingOnSolved
 from agents.evaluation import EvalResult, evaluate, is_solved
-from agents.gradient_study import exact_gradient, measure_estimators
 from agents.registry import METHODS, make_agent, methods_for
 
 __all__ = [
@@ -20,9 +19,7 @@ __all__ = [
     "FunctionCallback",
     "StopTrainingOnSolved",
     "evaluate",
-    "exact_gradient",
     "is_solved",
     "make_agent",
-    "measure_estimators",
     "methods_for",
 ]

@@ -3,7 +3,7 @@
 Every (method, seed) run trains with the tuned defaults until the periodic 100-episode greedy evaluation in the
 real Gymnasium environment reaches ``reward_threshold`` (then it stops) or its budget runs out. All runs of one
 environment use the same evaluation period, so "env steps to solve" has the same resolution for every method.
-Runs go through ``agents.compare`` (parallel processes, one torch thread each), so each one also leaves its
+Runs go through ``experiments.compare`` (parallel processes, one torch thread each), so each one also leaves its
 usual run directory under ``--out``, and an interrupted benchmark rerun skips the runs that finished.
 
     python bench/bench_agents.py --suite cartpole --seeds 10      # the CartPole-v1 goals
@@ -32,7 +32,7 @@ import gymnasium as gym
 import torch
 
 import envs
-from agents.compare import CompareSettings, run_comparison
+from experiments.compare import CompareSettings, run_comparison
 
 PATHWISE = ["st-gumbel", "relaxed", "argmax", "reinmax", "gumbel-rao"]
 BASELINES = ["reinforce", "ppo", "a2c", "dqn"]

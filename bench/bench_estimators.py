@@ -10,10 +10,10 @@ Settings (see ``agents/gradient_study.py`` for the estimators, objectives and st
 
 - gridworlds ``EmptyRoom-5x5`` and ``Cliff-4x12``, each with a ``GumbelPolicy`` (64, 64) tanh network over the
   one-hot cell and a tabular (n_cells, 4) logits policy, partially trained by exact-gradient Adam ascent
-  (:func:`agents.gradient_study.exact_ascent`) from their initialisation (network: ``torch.manual_seed(0)``; table:
+  (:func:`experiments.gradient_study.exact_ascent`) from their initialisation (network: ``torch.manual_seed(0)``; table:
   zeros) to a quarter of the way from the initial policy's return to the optimal return;
-- CartPole: a (64, 64) network (seed 0) partially trained by REINFORCE (:func:`agents.gradient_study.cartpole_ascent`)
-  until the objective -- the shaped reward summed over 100 steps without termination, at most 100 -- reaches 50,
+- CartPole: a (64, 64) network (seed 0) partially trained by REINFORCE
+  (:func:`experiments.gradient_study.cartpole_ascent`) until the objective -- the shaped reward summed over 100 steps without termination, at most 100 -- reaches 50,
   against a 100,000-episode REINFORCE reference (with a fitted state baseline);
 - the REBAR/RELAX toy ``E[(b - 0.45)^2]``.
 
@@ -47,8 +47,8 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agents import gradient_study as gs  # noqa: E402
 from envs.maps import optimal_return  # noqa: E402
+from experiments import gradient_study as gs  # noqa: E402
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS  # noqa: E402
 from gumbel_rl.policy import GumbelPolicy  # noqa: E402
 
@@ -162,12 +162,22 @@ def log_row(row: gs.StudyRow) -> None:
 def run_setting(measure, plan: Plan, seed: int) -> list[gs.StudyRow]:
     """N-sweep at tau = 1 for every estimator, then the temperature sweep at N = tau_n (tau = 1 reused)."""
     rows = measure(
-        estimators=gs.STUDY_ESTIMATORS, n_episodes=tuple(plan.n_reps), repetitions=plan.n_reps, taus=(1.0,),
-        seed=seed, n_boot=plan.n_boot, progress=log_row,
+        estimators=gs.STUDY_ESTIMATORS,
+        n_episodes=tuple(plan.n_reps),
+        repetitions=plan.n_reps,
+        taus=(1.0,),
+        seed=seed,
+        n_boot=plan.n_boot,
+        progress=log_row,
     )
     rows += measure(
-        estimators=PATHWISE_ESTIMATORS, n_episodes=(plan.tau_n,), repetitions=plan.tau_reps,
-        taus=tuple(t for t in plan.taus if t != 1.0), seed=seed, n_boot=plan.n_boot, progress=log_row,
+        estimators=PATHWISE_ESTIMATORS,
+        n_episodes=(plan.tau_n,),
+        repetitions=plan.tau_reps,
+        taus=tuple(t for t in plan.taus if t != 1.0),
+        seed=seed,
+        n_boot=plan.n_boot,
+        progress=log_row,
     )
     return rows
 
@@ -226,7 +236,7 @@ def plot_mse(groups: dict[str, list[gs.StudyRow]], path: Path) -> None:
         ax.set_ylabel("MSE  E||g - reference||^2")
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.axis("off")
     axes[0].legend(fontsize=7)
     fig.suptitle("MSE of the gradient estimate against N (tau = 1); error bars: 95% bootstrap CI", fontsize=11)
@@ -255,8 +265,9 @@ def plot_temperature(groups: dict[str, list[gs.StudyRow]], tau_n: int, path: Pat
                     resolved = ci[:, 0] > 0
                     ax.plot(taus, np.where(resolved, val, ci[:, 1]), color=COLORS[est], lw=1, alpha=0.6)
                     yerr = np.clip([val - ci[:, 0], ci[:, 1] - val], 0, None)[:, resolved]
-                    ax.errorbar(taus[resolved], val[resolved], yerr=yerr, fmt="o", ms=4, capsize=2,
-                                color=COLORS[est], label=est)
+                    ax.errorbar(
+                        taus[resolved], val[resolved], yerr=yerr, fmt="o", ms=4, capsize=2, color=COLORS[est], label=est
+                    )
                     ax.plot(taus[~resolved], ci[~resolved, 1], "v", mfc="none", color=COLORS[est], ms=6)
                 else:
                     keep = val > ZERO_VARIANCE * ref**2
@@ -305,8 +316,12 @@ def plot_toy(toy: dict, path: Path) -> None:
         ax.legend(fontsize=7)
     axes[-1].axis("off")
     axes[-1].text(
-        0.0, 0.5, "d/dtheta E[(b - 0.45)^2],\nb ~ Bernoulli(sigmoid(theta))\n\nexact: sigmoid'(theta) * 0.1 > 0\n"
-        "band: 95% CI of the mean\n(normal, 1.96 SE)", fontsize=11, va="center",
+        0.0,
+        0.5,
+        "d/dtheta E[(b - 0.45)^2],\nb ~ Bernoulli(sigmoid(theta))\n\nexact: sigmoid'(theta) * 0.1 > 0\n"
+        "band: 95% CI of the mean\n(normal, 1.96 SE)",
+        fontsize=11,
+        va="center",
     )
     fig.suptitle("REBAR / RELAX toy: mean gradient estimate vs theta", fontsize=12)
     fig.tight_layout()
@@ -416,16 +431,28 @@ def report(plan: Plan, settings: dict, groups: dict, toy: dict, ref: gs.Referenc
     for name, rows in groups.items():
         out.append("")
         out.append(f"<details><summary>{name}</summary>\n")
-        out.append(rows_table(sorted((r for r in rows if r.tau in (None, 1.0)), key=lambda r: (
-            gs.STUDY_ESTIMATORS.index(r.estimator), r.n_episodes))))
+        out.append(
+            rows_table(
+                sorted(
+                    (r for r in rows if r.tau in (None, 1.0)),
+                    key=lambda r: (gs.STUDY_ESTIMATORS.index(r.estimator), r.n_episodes),
+                )
+            )
+        )
         out.append("\n</details>")
     out.append("")
     out.append(f"### Temperature sweep (N = {plan.tau_n})")
     for name, rows in groups.items():
         out.append("")
         out.append(f"<details><summary>{name}</summary>\n")
-        out.append(rows_table(sorted((r for r in rows if r.n_episodes == plan.tau_n and r.tau is not None),
-                                     key=lambda r: (gs.STUDY_ESTIMATORS.index(r.estimator), r.tau))))
+        out.append(
+            rows_table(
+                sorted(
+                    (r for r in rows if r.n_episodes == plan.tau_n and r.tau is not None),
+                    key=lambda r: (gs.STUDY_ESTIMATORS.index(r.estimator), r.tau),
+                )
+            )
+        )
         out.append("\n</details>")
     out.append("")
     out.append(f"### Toy: mean estimate ± 95% half-width ({plan.toy_samples:,} single-sample estimates per theta)")
@@ -466,10 +493,15 @@ def main(argv: list[str] | None = None) -> None:
             policy, info = study_policy(env_id, kind)
             exact, _ = gs.exact_gradient(policy, env_id)
             settings[name] = {**info, "dim": exact.numel(), "norm": float(exact.norm())}
-            print(f"{name}: J {info['initial']:.3f} -> {info['trained']:.3f} (optimal {info['optimal']:.3f}), "
-                  f"D = {exact.numel()}, ||exact|| = {float(exact.norm()):.4g}", flush=True)
+            print(
+                f"{name}: J {info['initial']:.3f} -> {info['trained']:.3f} (optimal {info['optimal']:.3f}), "
+                f"D = {exact.numel()}, ||exact|| = {float(exact.norm()):.4g}",
+                flush=True,
+            )
             groups[name] = run_setting(
-                lambda **kw: gs.measure_estimators(policy, env_id, **kw), plan, SEED  # noqa: B023
+                lambda **kw: gs.measure_estimators(policy, env_id, **kw),
+                plan,
+                SEED,  # noqa: B023
             )
             times[name] = time.perf_counter() - t0
 
@@ -479,15 +511,23 @@ def main(argv: list[str] | None = None) -> None:
         cp = gs.cartpole_policy(SEED)
         initial, _ = gs.cartpole_objective(cp, seed=SEED)
         _, ascent_steps = gs.cartpole_ascent(cp, CARTPOLE_TARGET, episodes=plan.ascent_episodes, seed=SEED)
-        print(f"CartPole: objective {initial:.1f} -> {gs.cartpole_objective(cp, seed=SEED)[0]:.1f} "
-              f"after {ascent_steps} REINFORCE steps", flush=True)
+        print(
+            f"CartPole: objective {initial:.1f} -> {gs.cartpole_objective(cp, seed=SEED)[0]:.1f} "
+            f"after {ascent_steps} REINFORCE steps",
+            flush=True,
+        )
         ref = gs.cartpole_reference(cp, plan.ref_episodes, plan.ref_batches)
         print(f"CartPole reference: ||ref|| {ref.gradient.norm():.4g}, SE {ref.se_norm:.3g} ({ref.seconds:.0f}s)")
         name = "CartPole-v1 shaped, network"
         value, value_se = gs.cartpole_objective(cp, seed=SEED)
         settings[name] = {
-            "initial": initial, "trained": value, "optimal": float(gs.CARTPOLE_HORIZON), "ascent_steps": ascent_steps,
-            "dim": ref.gradient.numel(), "norm": float(ref.gradient.norm()), "value_se": value_se,
+            "initial": initial,
+            "trained": value,
+            "optimal": float(gs.CARTPOLE_HORIZON),
+            "ascent_steps": ascent_steps,
+            "dim": ref.gradient.numel(),
+            "norm": float(ref.gradient.norm()),
+            "value_se": value_se,
         }
         groups[name] = run_setting(lambda **kw: gs.measure_cartpole(cp, ref, **kw), plan, SEED)
         times["CartPole"] = time.perf_counter() - t0

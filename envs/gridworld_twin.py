@@ -133,16 +133,10 @@ class GridWorldTwin:
             ValueError: ``env_id`` is registered but is not a GridWorld.
         """
         spec = gym.spec(env_id)
-        entry = (
-            spec.entry_point
-            if isinstance(spec.entry_point, str)
-            else getattr(spec.entry_point, "__name__", "")
-        )
+        entry = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__name__", "")
         if not str(entry).endswith("GridWorld"):
             raise ValueError(f"{env_id!r} is not a GridWorld env (entry point {spec.entry_point!r})")
-        return cls(
-            **spec.kwargs, max_episode_steps=spec.max_episode_steps, env_id=env_id, device=device, dtype=dtype
-        )
+        return cls(**spec.kwargs, max_episode_steps=spec.max_episode_steps, env_id=env_id, device=device, dtype=dtype)
 
     def transition_matrices(self) -> torch.Tensor:
         """Dense 0/1 matrices ``T`` of shape (4, n_cells, n_cells): ``T[d, s, s'] = 1`` iff moving in
@@ -225,11 +219,7 @@ class GridWorldTwin:
         """
         dist = state.dist
         batch = dist.shape[0]
-        if (
-            not isinstance(action, torch.Tensor)
-            or not action.is_floating_point()
-            or action.shape != (batch, 4)
-        ):
+        if not isinstance(action, torch.Tensor) or not action.is_floating_point() or action.shape != (batch, 4):
             got = (
                 f"{action.dtype} tensor of shape {tuple(action.shape)}"
                 if isinstance(action, torch.Tensor)

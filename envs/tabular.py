@@ -183,8 +183,7 @@ class TabularModel:
         init_raw = getattr(u, "initial_state_distrib", None)
         if init_raw is None:
             raise ValueError(
-                f"TabularModel.from_env needs {_NEEDS}; "
-                f"{type(u).__name__} has no attribute initial_state_distrib"
+                f"TabularModel.from_env needs {_NEEDS}; {type(u).__name__} has no attribute initial_state_distrib"
             )
         if getattr(u, "fickle_passenger", False):
             raise ValueError(
@@ -197,9 +196,7 @@ class TabularModel:
                 raise ValueError
             A = len(P_raw[0])
         except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(
-                f"env.unwrapped.P must map every state 0..S-1 to its actions; needs {_NEEDS}"
-            ) from exc
+            raise ValueError(f"env.unwrapped.P must map every state 0..S-1 to its actions; needs {_NEEDS}") from exc
         P = np.zeros((S, A, S))
         R = np.zeros((S, A))
         enter_term = np.zeros((S, S), dtype=bool)  # enter_term[s, s']: some action moves s -> s' terminated
@@ -208,9 +205,7 @@ class TabularModel:
             acts = P_raw[s]
             keys = acts.keys() if isinstance(acts, dict) else range(len(acts))
             if sorted(keys) != list(range(A)):
-                raise ValueError(
-                    f"state {s} has actions {sorted(keys)}; every state must have actions 0..{A - 1}"
-                )
+                raise ValueError(f"state {s} has actions {sorted(keys)}; every state must have actions 0..{A - 1}")
             for a in range(A):
                 for entry in acts[a]:
                     try:
@@ -223,9 +218,7 @@ class TabularModel:
                     if not 0 <= ns < S:
                         raise ValueError(f"P[{s}][{a}] has next_state {ns}; states are 0..{S - 1}")
                     if not 0.0 <= prob <= 1.0:
-                        raise ValueError(
-                            f"P[{s}][{a}] has probability {prob}; probabilities must be in [0, 1]"
-                        )
+                        raise ValueError(f"P[{s}][{a}] has probability {prob}; probabilities must be in [0, 1]")
                     P[s, a, ns] += prob
                     R[s, a] += prob * rew
                     if prob > 0.0:
@@ -295,9 +288,7 @@ def _check_gamma_horizon(gamma: float, horizon: int | None) -> tuple[float, int 
         raise ValueError(f"gamma must be in [0, 1]; got {gamma}")
     if horizon is not None:
         if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
-            raise ValueError(
-                f"horizon must be a positive integer or None (infinite horizon); got {horizon!r}"
-            )
+            raise ValueError(f"horizon must be a positive integer or None (infinite horizon); got {horizon!r}")
         horizon = int(horizon)
     return gamma, horizon
 

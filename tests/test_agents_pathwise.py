@@ -207,8 +207,17 @@ def test_one_step_actor_gradient_is_the_softmax_jacobian_times_the_lookahead() -
     bump into the edge and stay in cell 0, right -> 1, down -> 5)."""
     gamma = 0.9
     agent = agents.make_agent(
-        "argmax", EMPTY, seed=0, n_envs=1, horizon=1, actor_horizon=1, gamma=gamma, net_arch=(),
-        entropy_coef=0.0, max_grad_norm=1e9, randomize_start_t=False,
+        "argmax",
+        EMPTY,
+        seed=0,
+        n_envs=1,
+        horizon=1,
+        actor_horizon=1,
+        gamma=gamma,
+        net_arch=(),
+        entropy_coef=0.0,
+        max_grad_norm=1e9,
+        randomize_start_t=False,
     )
     values = torch.linspace(-0.5, 0.7, 25)
     with torch.no_grad():
@@ -217,8 +226,10 @@ def test_one_step_actor_gradient_is_the_softmax_jacobian_times_the_lookahead() -
         agent.policy.net[0].weight.normal_(generator=torch.Generator().manual_seed(1))
     grads: dict[str, torch.Tensor] = {}
     step = agent.actor_opt.step
-    agent.actor_opt.step = lambda: (grads.update({n: p.grad.clone() for n, p in agent.policy.named_parameters()}),
-                                    step())[1]
+    agent.actor_opt.step = lambda: (
+        grads.update({n: p.grad.clone() for n, p in agent.policy.named_parameters()}),
+        step(),
+    )[1]
     logits = agent.policy.net[0].weight[:, 0].detach() + agent.policy.net[0].bias.detach()
     agent._train_iteration()
     lookahead = -0.01 + gamma * (values[[0, 1, 5, 0]] + 0.05)

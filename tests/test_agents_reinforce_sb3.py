@@ -56,8 +56,15 @@ def test_reinforce_never_backpropagates_through_the_twin():
 
     def spy(state, action, *args, **kwargs):
         out = step(state, action, *args, **kwargs)
-        seen.append((action.requires_grad, action.grad_fn is not None, state.dist.requires_grad,
-                     out[0].dist.requires_grad, out[1].requires_grad))
+        seen.append(
+            (
+                action.requires_grad,
+                action.grad_fn is not None,
+                state.dist.requires_grad,
+                out[0].dist.requires_grad,
+                out[1].requires_grad,
+            )
+        )
         return out
 
     agent.twin.step = spy
@@ -113,8 +120,9 @@ def test_sb3_solves_empty_room(method):
     assert agent.train_wall_s > 0 and agent.record[-1]["env_steps"] <= agent.num_env_steps
     # SB3's own deterministic policy solves it too.
     obs = np.arange(25)
-    np.testing.assert_array_equal(agent.policy.predict(obs, deterministic=True)[0],
-                                  agent.model.predict(obs, deterministic=True)[0])
+    np.testing.assert_array_equal(
+        agent.policy.predict(obs, deterministic=True)[0], agent.model.predict(obs, deterministic=True)[0]
+    )
 
 
 @pytest.mark.parametrize("method", ["ppo", "a2c", "dqn"])

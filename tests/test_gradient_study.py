@@ -1,4 +1,4 @@
-"""Tests of ``agents.gradient_study``: exact gradients, unbiasedness of REINFORCE, and the study's statistics.
+"""Tests of ``experiments.gradient_study``: exact gradients, unbiasedness of REINFORCE, and the study's statistics.
 
 Statistical tests use fixed seeds. Where a mean is compared with an exact value, the test is stated next to it
 (chi-square on the Mahalanobis distance, or |z| < 5 per coordinate); each is also run on an estimator known to be
@@ -15,7 +15,7 @@ import torch
 from scipy.stats import chi2
 
 import envs
-from agents import gradient_study as gs
+from experiments import gradient_study as gs
 from gumbel_rl.policy import GumbelPolicy
 
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
@@ -230,12 +230,21 @@ def test_measure_estimators_rows():
     """The driver's rows: one per (estimator, tau, N), R from a dict, the exact norm, reinforce without tau."""
     table = random_table(25, seed=7)
     rows = gs.measure_estimators(
-        table, EMPTY, estimators=("relaxed", "reinforce"), n_episodes=(1, 5), repetitions={1: 20, 5: 10},
-        taus=(0.5, 2.0), n_boot=50,
+        table,
+        EMPTY,
+        estimators=("relaxed", "reinforce"),
+        n_episodes=(1, 5),
+        repetitions={1: 20, 5: 10},
+        taus=(0.5, 2.0),
+        n_boot=50,
     )
     assert [(r.estimator, r.tau, r.n_episodes, r.repetitions) for r in rows] == [
-        ("relaxed", 0.5, 1, 20), ("relaxed", 0.5, 5, 10), ("relaxed", 2.0, 1, 20), ("relaxed", 2.0, 5, 10),
-        ("reinforce", None, 1, 20), ("reinforce", None, 5, 10),
+        ("relaxed", 0.5, 1, 20),
+        ("relaxed", 0.5, 5, 10),
+        ("relaxed", 2.0, 1, 20),
+        ("relaxed", 2.0, 5, 10),
+        ("reinforce", None, 1, 20),
+        ("reinforce", None, 5, 10),
     ]
     norm = float(gs.exact_gradient(table, EMPTY)[0].norm())
     assert all(r.reference_norm == pytest.approx(norm) and r.policy == "tabular" for r in rows)
@@ -280,8 +289,15 @@ def test_cartpole_reference_standard_error():
     ],
 )
 def test_bad_input_is_a_one_line_value_error(kwargs, match):
-    args = {"policy": torch.zeros(25, 4), "env_id": EMPTY, "estimator": "relaxed", "n_episodes": 2,
-            "repetitions": 2, "tau": 1.0, **kwargs}
+    args = {
+        "policy": torch.zeros(25, 4),
+        "env_id": EMPTY,
+        "estimator": "relaxed",
+        "n_episodes": 2,
+        "repetitions": 2,
+        "tau": 1.0,
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=match):
         gs.estimator_gradients(**args)
 

@@ -23,9 +23,7 @@ OPEN_5X5 = ["S....", ".....", ".....", ".....", "....G"]
 
 
 def test_unknown_character_names_char_position_and_valid_set() -> None:
-    with pytest.raises(
-        ValueError, match=r"unknown map character 'x' at row 1, col 2; valid characters are '#\.SGT'"
-    ):
+    with pytest.raises(ValueError, match=r"unknown map character 'x' at row 1, col 2; valid characters are '#\.SGT'"):
         GridWorld(["S..", "..x", "..G"])
 
 
@@ -51,9 +49,7 @@ def test_missing_start_goal_ragged_and_unreachable_raise() -> None:
 def test_action_out_of_range_raises(action: object) -> None:
     env = gym.make("gumbel_rl/EmptyRoom-5x5-v0")
     env.reset(seed=0)
-    with pytest.raises(
-        ValueError, match=r"is not in the action space Discrete\(4\); valid actions are integers 0..3"
-    ):
+    with pytest.raises(ValueError, match=r"is not in the action space Discrete\(4\); valid actions are integers 0..3"):
         env.step(action)
 
 
@@ -133,9 +129,7 @@ def test_slip_frequencies_match_half_slip_each_side() -> None:
         counts[info["outcome"]] += 1
     p = stats.chisquare(counts, 4000 * np.array([0.7, 0.15, 0.15])).pvalue
     assert p > 1e-3, (counts, p)
-    assert abs(counts[1] - counts[2]) < 4 * np.sqrt(
-        4000 * 0.3
-    )  # sides balanced within 4 sd of the difference
+    assert abs(counts[1] - counts[2]) < 4 * np.sqrt(4000 * 0.3)  # sides balanced within 4 sd of the difference
 
 
 def test_no_slip_never_slips_and_always_draws_three_uniforms() -> None:

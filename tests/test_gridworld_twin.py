@@ -210,9 +210,7 @@ def test_bad_action_and_uniforms_raise_clear_errors() -> None:
         twin.step(state, torch.zeros(3, 4))
     with pytest.raises(ValueError, match=msg + ".*got ndarray"):
         twin.step(state, np.zeros((2, 4)))
-    with pytest.raises(
-        ValueError, match=r"step uniforms must have shape \(batch, 3\) = \(2, 3\); got \(2, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"step uniforms must have shape \(batch, 3\) = \(2, 3\); got \(2, 4\)"):
         twin.step(state, torch.eye(4)[:2], uniforms=torch.rand(2, 4))
     with pytest.raises(ValueError, match=r"reset uniforms must have shape \(batch, n_cells\) = \(2, 25\)"):
         twin.reset(2, uniforms=torch.rand(2, 24))

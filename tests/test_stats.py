@@ -1,4 +1,4 @@
-"""Tests for agents.stats: the IQM and its stratified bootstrap CI against numbers computed with rliable 1.2.0.
+"""Tests for experiments.stats: the IQM and its stratified bootstrap CI against numbers computed with rliable 1.2.0.
 
 Reference: rliable 1.2.0 (arch 7.2.0, pandas 2), scores of shape (runs, tasks),
 ``rly.library.get_interval_estimates({"x": scores}, lambda s: np.array([rly.metrics.aggregate_iqm(s)]),
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from agents.stats import IntervalEstimate, iqm, median_or_none, stratified_bootstrap_iqm
+from experiments.stats import IntervalEstimate, iqm, median_or_none, stratified_bootstrap_iqm
 
 A = [
     [410.1, 389.4], [451.2, 408.4], [357.1, 428.9], [504.3, 475.8], [343.7, 298.8],

@@ -156,9 +156,7 @@ def test_gridworld_model() -> None:
     # Shortest safe path S(0,0) -> down, down, right, right -> G(2,2): 4 steps of -1, +10 on entering G.
     assert res.expected_return == 6.0
     # Slippery: exact return of the greedy policy equals value iteration's, and beats the uniform policy.
-    slippery = TabularModel.from_env(
-        GridWorld(["S..", ".#T", "..G"], slip=0.2, step_cost=-1.0, goal_reward=10.0)
-    )
+    slippery = TabularModel.from_env(GridWorld(["S..", ".#T", "..G"], slip=0.2, step_cost=-1.0, goal_reward=10.0))
     r2 = value_iteration(slippery, gamma=1.0)
     assert policy_return(slippery, r2.policy_probs()).item() == pytest.approx(r2.expected_return, abs=1e-7)
     uniform = torch.full((9, 4), 0.25, dtype=torch.float64)
@@ -172,10 +170,7 @@ def test_frozen_lake_optimal_success_probability(frozen_lake: TabularModel) -> N
     """Undiscounted optimum of FrozenLake-v1 4x4 slippery: with the 100-step limit and without it."""
     limited = value_iteration(frozen_lake, gamma=1.0, horizon=100)
     unlimited = value_iteration(frozen_lake, gamma=1.0)
-    print(
-        f"\nFrozenLake-v1 optimal success: H=100 {limited.expected_return!r}, "
-        f"no limit {unlimited.expected_return!r}"
-    )
+    print(f"\nFrozenLake-v1 optimal success: H=100 {limited.expected_return!r}, no limit {unlimited.expected_return!r}")
     assert round(limited.expected_return, 3) == 0.744
     assert round(unlimited.expected_return, 3) == 0.824
     assert limited.expected_return == pytest.approx(FROZEN_LAKE_H100, abs=1e-12)
@@ -274,9 +269,7 @@ def test_taxi_optimal_return(taxi_env: gym.Env, taxi: TabularModel) -> None:
 
 def test_policy_return_greedy_matches_value_iteration_discounted(taxi: TabularModel) -> None:
     res = value_iteration(taxi, gamma=0.99)
-    assert policy_return(taxi, res.policy_probs(), gamma=0.99).item() == pytest.approx(
-        res.expected_return, abs=1e-9
-    )
+    assert policy_return(taxi, res.policy_probs(), gamma=0.99).item() == pytest.approx(res.expected_return, abs=1e-9)
 
 
 def test_uniform_policy_matches_monte_carlo(frozen_lake: TabularModel) -> None:
@@ -313,9 +306,7 @@ def test_policy_return_finite_horizon_converges_to_infinite() -> None:
     inf = policy_return(m, pi, gamma=0.9).item()
     assert policy_return(m, pi, gamma=0.9, horizon=400).item() == pytest.approx(inf, abs=1e-12)
     opt = value_iteration(m, gamma=0.9)
-    assert policy_return(m, opt.policy_probs(), gamma=0.9).item() == pytest.approx(
-        opt.expected_return, abs=1e-9
-    )
+    assert policy_return(m, opt.policy_probs(), gamma=0.9).item() == pytest.approx(opt.expected_return, abs=1e-9)
     for _ in range(10):  # no policy beats the optimum
         other = softmax_policy(3 * torch.randn(S, A, generator=g, dtype=torch.float64))
         assert policy_return(m, other, gamma=0.9).item() <= opt.expected_return + 1e-9
@@ -390,17 +381,13 @@ def test_rows_not_summing_to_one_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"P\[0, 0, :\] sums to 0\.8"):
         TabularModel(P=P, R=np.zeros((2, 1)), terminal=[False, False], initial=[1.0, 0.0])
     with pytest.raises(ValueError, match="initial must sum to 1"):
-        TabularModel(
-            P=np.full((2, 1, 2), 0.5), R=np.zeros((2, 1)), terminal=[False, True], initial=[0.5, 0.0]
-        )
+        TabularModel(P=np.full((2, 1, 2), 0.5), R=np.zeros((2, 1)), terminal=[False, True], initial=[0.5, 0.0])
 
 
 def test_inconsistent_termination_is_rejected() -> None:
     env = corridor_env()
     env.P[0][0] = [(1.0, 1, -1.0, True)]  # 0 -> 1 terminated by "left", but "right" moves on from 1
-    with pytest.raises(
-        ValueError, match=r"states 1 are entered both with terminated=True and as live states"
-    ):
+    with pytest.raises(ValueError, match=r"states 1 are entered both with terminated=True and as live states"):
         TabularModel.from_env(env)
 
 

@@ -1,4 +1,4 @@
-"""Tests for train.py (train / compare / evaluate), agents.runner and agents.compare on the small gridworld.
+"""Tests for train.py (train / compare / evaluate), experiments.runner and experiments.compare on the small gridworld.
 
 The CLI runs as a subprocess where its process-level behaviour matters (exit codes, SIGINT, no traceback) and
 in-process through ``train.main(argv)`` elsewhere (same code, without the interpreter start-up). Budgets: a few
@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from agents import Agent, FunctionCallback
-from agents.compare import SUMMARY_COLUMNS, WALL_CLOCK_COLUMNS
 from agents.evaluation import evaluate
-from agents.run_callbacks import TensorBoardCallback, tensorboard_tag
-from agents.runner import (
+from experiments.compare import SUMMARY_COLUMNS, WALL_CLOCK_COLUMNS
+from experiments.run_callbacks import TensorBoardCallback, tensorboard_tag
+from experiments.runner import (
     EVAL_SEED,
     FINAL_EVAL_ENVS,
     RUN_FILES,
@@ -37,7 +37,7 @@ from agents.runner import (
     start_run,
     train_agent,
 )
-from agents.stats import iqm
+from experiments.stats import iqm
 from gumbel_rl import GumbelPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +251,17 @@ def test_bad_input_gives_one_line_and_exit_2(case, match, trained, tmp_path, cap
         "not a policy": ["evaluate", str(out / "checkpoint.pt")],
         "resume nothing": ["--resume", str(tmp_path)],
         "resume with settings": ["--resume", str(out), "--env", ENV],
-        "compare unknown method": ["compare", "--env", ENV, "--methods", "nope", "--seeds", "1", "--out", str(tmp_path)],  # noqa: E501
+        "compare unknown method": [
+            "compare",
+            "--env",
+            ENV,
+            "--methods",
+            "nope",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],  # noqa: E501
         "bad video extension": ["evaluate", str(out / "policy.pt"), "--video", str(tmp_path / "x.avi")],
     }[case]
     rc, stdout, err = main(capsys, *argv)
@@ -272,7 +282,7 @@ def test_video_of_cartpole_without_pygame_names_the_extra(tmp_path, capsys):
     gif = str(tmp_path / "a.gif")
     rc, _, err = main(capsys, "evaluate", str(tmp_path / "cp.pt"), "--episodes", "1", "--video", gif)
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "pygame" in err and '.[video]' in err
+    assert "pygame" in err and ".[video]" in err
 
 
 def test_mp4_without_imageio_names_the_extra(trained, tmp_path, capsys):
@@ -281,7 +291,7 @@ def test_mp4_without_imageio_names_the_extra(trained, tmp_path, capsys):
     out, _ = trained
     rc, _, err = main(capsys, "evaluate", str(out / "policy.pt"), "--video", str(tmp_path / "a.mp4"))
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "imageio" in err and '.[video]' in err
+    assert "imageio" in err and ".[video]" in err
     assert not (tmp_path / "a.mp4").exists()
 
 
@@ -464,7 +474,7 @@ def test_tensorboard_callback_logs_rows_under_prefixes_against_env_steps():
 
 
 def test_median_iqr_interpolates_runs_and_holds_their_last_value():
-    from agents.plots import median_iqr
+    from experiments.plots import median_iqr
 
     runs = [
         (np.array([0.0, 10.0]), np.array([0.0, 10.0])),  # y = x

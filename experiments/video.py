@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.runner import MissingExtraError
+from experiments.runner import MissingExtraError
 from gumbel_rl.files import atomic_path
 
 VIDEO_EXTRA = 'pip install -e ".[video]"'

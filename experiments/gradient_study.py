@@ -425,9 +425,7 @@ def _quadratic_features(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(x[..., :1]), x, x[..., i] * x[..., j]], dim=-1)
 
 
-def _fit_state_baseline(
-    twin: Any, pf: _PolicyFn, horizon: int, episodes: int, gen: torch.Generator
-) -> torch.Tensor:
+def _fit_state_baseline(twin: Any, pf: _PolicyFn, horizon: int, episodes: int, gen: torch.Generator) -> torch.Tensor:
     """Per-step ridge regression of the return-to-go on quadratic state features, fitted on ``episodes`` pilot
     episodes of their own: weights (H, 15). Independent of the episodes it is later used on, so unbiased."""
     states, rewards = _cartpole_rollout(twin, pf, episodes, horizon, gen)
@@ -846,11 +844,25 @@ def _measure(
     rows = []
     for est, tau, n in _cells(estimators, n_episodes, taus):
         start = time.perf_counter()
-        g = estimate(est, n, _repetitions_for(repetitions, n), 1.0 if tau is None else tau,
-                     _cell_seed(seed, setting, est, tau, n))
+        g = estimate(
+            est,
+            n,
+            _repetitions_for(repetitions, n),
+            1.0 if tau is None else tau,
+            _cell_seed(seed, setting, est, tau, n),
+        )
         row = summarize(
-            g, reference, reference_se, n_boot=n_boot, seed=_cell_seed(seed, "boot", est, tau, n), setting=setting,
-            policy=kind, estimator=est, tau=tau, n_episodes=n, seconds=time.perf_counter() - start,
+            g,
+            reference,
+            reference_se,
+            n_boot=n_boot,
+            seed=_cell_seed(seed, "boot", est, tau, n),
+            setting=setting,
+            policy=kind,
+            estimator=est,
+            tau=tau,
+            n_episodes=n,
+            seconds=time.perf_counter() - start,
         )
         rows.append(row)
         if progress is not None:
@@ -920,6 +932,16 @@ def measure_cartpole(
         return cartpole_gradients(policy, est, n, R, tau, cell_seed, k=k, horizon=horizon, max_batch=max_batch)
 
     return _measure(
-        estimate, reference.gradient, reference.se_norm, "CartPole-v1", "network", estimators, n_episodes,
-        repetitions, taus, seed, n_boot, progress,
+        estimate,
+        reference.gradient,
+        reference.se_norm,
+        "CartPole-v1",
+        "network",
+        estimators,
+        n_episodes,
+        repetitions,
+        taus,
+        seed,
+        n_boot,
+        progress,
     )

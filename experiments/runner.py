@@ -55,9 +55,9 @@ from agents.base import Agent, build_config
 from agents.callbacks import BaseCallback, StopTrainingOnSolved
 from agents.evaluation import EvalResult, evaluate, is_solved, reward_threshold
 from agents.hyperparams import default_hyperparameters
-from agents.plots import plot_learning_curve
 from agents.registry import METHODS, check_env_id, make_agent, methods_for
-from agents.run_callbacks import ProgressBarCallback, StopFlag, StopRequestCallback, TensorBoardCallback
+from experiments.plots import plot_learning_curve
+from experiments.run_callbacks import ProgressBarCallback, StopFlag, StopRequestCallback, TensorBoardCallback
 from gumbel_rl.files import atomic_write_text
 from gumbel_rl.policy import GumbelPolicy, resolve_device, space_to_dict
 

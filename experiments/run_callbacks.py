@@ -142,7 +142,7 @@ class StopRequestCallback(BaseCallback):
 
 
 class StopFlag:
-    """A settable flag with ``is_set()``: what a SIGINT handler flips (see ``agents.runner.deferred_sigint``)."""
+    """A settable flag with ``is_set()``: what a SIGINT handler flips (see ``experiments.runner.deferred_sigint``)."""
 
     def __init__(self) -> None:
         self._set = False

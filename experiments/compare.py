@@ -1,6 +1,6 @@
 """Compare methods on one environment over seeds 0..N-1 -- the engine behind ``train.py compare``.
 
-Every (method, seed) pair is one run (``agents.runner``), written to ``DIR/<method>__s<seed>/`` with the same files
+Every (method, seed) pair is one run (``experiments.runner``), written to ``DIR/<method>__s<seed>/`` with the same files
 as a single run. Runs execute in parallel: local processes (``concurrent.futures`` with the "spawn" context, one
 torch thread each) or Ray tasks (``backend="ray"``; ``ray.init()`` starts a local cluster, or joins the one named by
 ``RAY_ADDRESS`` -- the package must then be installed on its nodes and ``DIR`` be on a filesystem they share).
@@ -12,7 +12,7 @@ Per method, over its seeds:
 - ``solve_env_steps_median`` / ``solve_wall_s_median``: median over *all* runs of when they solved, a run that
   never solved counting as infinitely late -- so it is null (empty in the CSV) when half the runs or more never
   solved;
-- ``final_return_iqm`` and its 95% stratified-bootstrap interval ``final_return_ci_low/high`` (``agents.stats``,
+- ``final_return_iqm`` and its 95% stratified-bootstrap interval ``final_return_ci_low/high`` (``experiments.stats``,
   rliable's method; fixed bootstrap seed) of the final 100-episode deterministic evaluation return;
 - ``wall_s_median``: median training seconds (evaluation excluded).
 
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from agents.evaluation import reward_threshold
-from agents.plots import plot_comparison
-from agents.runner import (
+from experiments.plots import plot_comparison
+from experiments.runner import (
     CHECKPOINT,
     CONFIG,
     DEFAULT_STEPS,
@@ -57,7 +57,7 @@ from agents.runner import (
     sanitize,
     write_json,
 )
-from agents.stats import BOOTSTRAP_REPS, median_or_none, stratified_bootstrap_iqm
+from experiments.stats import BOOTSTRAP_REPS, median_or_none, stratified_bootstrap_iqm
 from gumbel_rl.files import atomic_write_text
 
 COMPARISON = "comparison.json"
