@@ -5,11 +5,26 @@ that explain them) and two hooks:
 
 - ``_setup()``: build networks, optimisers and environments (``self.policy`` must be a ``GumbelPolicy``);
 - ``_train_iteration() -> (env_steps, metrics)``: one update; returns how many environment transitions it
-  consumed (simulated by a twin or not, each counts as one) and a dict of scalar losses/statistics.
+  consumed (simulated by a twin or not, each counts as one) and a dict of scalar losses/statistics, named with
+  the prefixes below;
+
+and, if it opens anything (environments), ``close()``. Agents are context managers (``with make_agent(...) as a:``).
 
 The learn loop times training (excluding evaluation), evaluates the greedy policy in the real Gymnasium
 environment every ``eval_every`` env steps, decides "solved" (mean over 100 deterministic episodes >=
-``reward_threshold``), appends one row per iteration to ``record``, and calls the callback, which may stop it.
+``reward_threshold``), appends one row per iteration to ``record``, writes it to the agent's logger (Stable-Baselines3's
+``Logger``: no output unless one is set with ``set_logger``; ``train.py`` writes CSV, TensorBoard and stdout), and
+calls the callback, which may stop it.
+
+Metric names, the same for every method (the SB3 / CleanRL convention):
+
+- ``time/total_timesteps`` (env steps so far), ``time/train_seconds`` (training time, evaluation excluded),
+  ``time/iterations``;
+- ``rollout/ep_rew_mean`` (mean return of the last 100 finished training episodes, as SB3) and
+  ``rollout/episodes``;
+- ``train/...``: the method's losses and statistics (``train/actor_loss``, ``train/critic_loss``, ``train/entropy``,
+  ``train/grad_norm``, ``train/tau``, ``train/learning_rate``, ...; the SB3 agents log SB3's own ``train/`` names);
+- ``eval/mean_reward``, ``eval/std_reward``, ``eval/episodes``, ``eval/solved`` on the rows that evaluated.
 
 Checkpoints (``save``/``load``) are plain data -- state dicts, RNG states and JSON metadata -- written
 atomically and read with ``torch.load(..., weights_only=True)``.
@@ -26,18 +41,25 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from stable_baselines3.common.logger import Logger
 
 from agents.callbacks import BaseCallback, as_callback
 from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate, is_solved, reward_threshold
 from gumbel_rl.files import atomic_torch_save, safe_torch_load
-from gumbel_rl.policy import GumbelPolicy, resolve_device
+from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy, resolve_device
 
 CHECKPOINT_FORMAT = "gumbel-rl/AgentCheckpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""2: one vocabulary of hyperparameters and prefixed metric names (version 1 checkpoints are refused)."""
+
+STEPS, SECONDS, ITERATIONS = "time/total_timesteps", "time/train_seconds", "time/iterations"
+EVAL_MEAN, EVAL_STD, EVAL_EPISODES, EVAL_SOLVED = "eval/mean_reward", "eval/std_reward", "eval/episodes", "eval/solved"
+EP_REW_MEAN = "rollout/ep_rew_mean"
 
 
 def check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
@@ -49,6 +71,28 @@ def check_positive(name: str, value: Any, integer: bool = False, allow_zero: boo
     if not ok:
         kind = "an integer" if integer else "a finite number"
         raise ValueError(f"hyperparameter {name} must be {kind} {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def check_layers(name: str, value: Any, allow_empty: bool = True) -> None:
+    """Raise ``ValueError`` unless ``value`` is a tuple or list of positive integers (non-empty unless
+    ``allow_empty``): hidden layer sizes."""
+    ok = isinstance(value, (tuple, list)) and (allow_empty or len(value) > 0)
+    ok = ok and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value)
+    if not ok:
+        empty = " (may be empty)" if allow_empty else ""
+        raise ValueError(f"hyperparameter {name} must be a list of positive integers{empty}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices`` (the message lists them)."""
+    if value not in choices:
+        raise ValueError(f"hyperparameter {name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"hyperparameter {name} must be true or false, got {value!r}")
 
 
 def check_fraction(name: str, value: Any, closed_high: bool = True) -> None:
@@ -73,12 +117,8 @@ class Config:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad hyperparameter."""
-        if not isinstance(self.net_arch, (tuple, list)) or any(
-            not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.net_arch
-        ):
-            raise ValueError(
-                f"hyperparameter net_arch must be a list of positive integers (may be empty), got {self.net_arch!r}"
-            )
+        check_layers("net_arch", self.net_arch)
+        check_choice("activation", self.activation, ACTIVATIONS)
         check_positive("eval_every", self.eval_every, integer=True)
         check_positive("eval_episodes", self.eval_episodes, integer=True)
 
@@ -97,8 +137,9 @@ def build_config(config_cls: type[Config], defaults: dict[str, Any], overrides: 
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(names)}")
     values = {**defaults, **overrides}
-    if "net_arch" in values and values["net_arch"] is not None:
-        values["net_arch"] = tuple(values["net_arch"])
+    for name in ("net_arch", "critic_arch"):
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
     cfg = config_cls(**values)
     cfg.validate()
     return cfg
@@ -117,8 +158,8 @@ class Agent(ABC):
         policy: the ``GumbelPolicy`` (use ``policy.predict``).
         num_env_steps: environment transitions consumed so far.
         train_wall_s: seconds spent training (evaluation excluded).
-        record: one dict per iteration: ``env_steps``, ``wall_s``, losses, and ``eval_return_mean`` /
-            ``eval_return_std`` on iterations that evaluated.
+        record: one dict per iteration, keyed by the metric names above (``time/total_timesteps``, ...).
+        logger: the Stable-Baselines3 ``Logger`` every row is written to (``set_logger``).
         solved, solve_env_steps, solve_wall_s: when the 100-episode deterministic evaluation first reached the
             environment's reward threshold.
         evaluations: periodic evaluations done so far (each one draws fresh episodes).
@@ -142,8 +183,24 @@ class Agent(ABC):
         self.threshold = reward_threshold(env_id)
         seed_everything(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
+        self.logger = Logger(folder=None, output_formats=[])
         self.policy: GumbelPolicy
         self._setup()
+
+    def set_logger(self, logger: Logger) -> None:
+        """Write every record row to ``logger`` (an SB3 ``Logger``: ``stable_baselines3.common.logger.configure``)."""
+        self.logger = logger
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most agents open nothing
+        """Release what the agent opened (training environments). Safe to call more than once."""
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     # ---- hooks -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -187,13 +244,21 @@ class Agent(ABC):
         """Count steps, evaluate when due, append the record row, call the callback. False: stop training."""
         self.num_env_steps += int(env_steps)
         self.iterations += 1
-        row: dict[str, Any] = {"env_steps": self.num_env_steps, "wall_s": round(self.train_wall_s, 4)}
+        row: dict[str, Any] = {
+            STEPS: self.num_env_steps,
+            SECONDS: round(self.train_wall_s, 4),
+            ITERATIONS: self.iterations,
+        }
         row.update({k: float(v) for k, v in metrics.items()})
         if self.num_env_steps >= self._next_eval:
             self._next_eval = self.num_env_steps + self.config.eval_every
             result = self.evaluate_progress()
-            row.update(eval_return_mean=result.mean, eval_return_std=result.std, solved=self.solved)
+            row.update({EVAL_MEAN: result.mean, EVAL_STD: result.std, EVAL_EPISODES: result.episodes})
+            row[EVAL_SOLVED] = self.solved
         self.record.append(row)
+        for key, value in row.items():
+            self.logger.record(key, int(value) if isinstance(value, bool) else value)
+        self.logger.dump(step=self.num_env_steps)
         return callback.on_step(row)
 
     def evaluate_progress(self) -> EvalResult:
@@ -265,6 +330,12 @@ class Agent(ABC):
         from agents.registry import make_agent
 
         payload = safe_torch_load(path, CHECKPOINT_FORMAT)
+        version = payload.get("format_version")
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{path}: agent checkpoint format version {version}, this gumbel-rl reads version "
+                f"{CHECKPOINT_VERSION} only (its hyperparameter and metric names changed); train the run again"
+            )
         try:
             meta = json.loads(payload["metadata"])
             hp = meta["hyperparameters"]

@@ -6,7 +6,14 @@ the ``GumbelPolicy`` network.
 """
 
 from gumbel_rl.distributions import GumbelCategorical
-from gumbel_rl.estimators import ESTIMATORS, HARD_ESTIMATORS, PATHWISE_ESTIMATORS, check_estimator, sample_action
+from gumbel_rl.estimators import (
+    ESTIMATORS,
+    HARD_ESTIMATORS,
+    PATHWISE_ESTIMATORS,
+    Estimator,
+    check_estimator,
+    sample_action,
+)
 from gumbel_rl.gumbel import (
     EULER_GAMMA,
     check_logits,
@@ -33,6 +40,7 @@ __all__ = [
     "HARD_ESTIMATORS",
     "PATHWISE_ESTIMATORS",
     "ConstantSchedule",
+    "Estimator",
     "ExponentialSchedule",
     "GumbelCategorical",
     "GumbelPolicy",

@@ -18,23 +18,70 @@ name            forward                                             backward (d 
 
 from __future__ import annotations
 
+import enum
+
 import torch
 
 from gumbel_rl.gumbel import _check_tau, _one_hot, check_logits, gumbel_max, gumbel_noise, gumbel_softmax
 from gumbel_rl.gumbel import straight_through as _straight_through
 
-ESTIMATORS: tuple[str, ...] = ("relaxed", "st-gumbel", "argmax", "reinmax", "gumbel-rao", "reinforce")
+
+class Estimator(str, enum.Enum):
+    """The gradient estimators, the single source of their names (``Estimator("st-gumbel")``, ``.value``).
+
+    Every method family takes its names from here: the pathwise methods are named after the estimator itself
+    (``st-gumbel``), the critic methods ``<estimator>-critic``.
+    """
+
+    RELAXED = "relaxed"
+    ST_GUMBEL = "st-gumbel"
+    ARGMAX = "argmax"
+    REINMAX = "reinmax"
+    GUMBEL_RAO = "gumbel-rao"
+    REINFORCE = "reinforce"
+
+    @property
+    def pathwise(self) -> bool:
+        """True when the action carries a gradient (every estimator but ``reinforce``)."""
+        return self is not Estimator.REINFORCE
+
+    @property
+    def hard(self) -> bool:
+        """True when the forward action is an exact one-hot (every estimator but ``relaxed``)."""
+        return self is not Estimator.RELAXED
+
+    @property
+    def description(self) -> str:
+        """One line: what the environment sees and what flows back."""
+        return _DESCRIPTIONS[self]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_DESCRIPTIONS = {
+    Estimator.RELAXED: "soft Gumbel-Softmax actions (biased, low variance)",
+    Estimator.ST_GUMBEL: "straight-through Gumbel-Softmax (hard sampled actions, soft gradient)",
+    Estimator.ARGMAX: "greedy one-hot actions with a softmax straight-through gradient",
+    Estimator.REINMAX: "ReinMax (second-order straight-through, Liu et al. 2023)",
+    Estimator.GUMBEL_RAO: "Gumbel-Rao (k conditional Gumbels, Paulus et al. 2021)",
+    Estimator.REINFORCE: "exact samples without a pathwise gradient (score function)",
+}
+
+ESTIMATORS: tuple[str, ...] = tuple(e.value for e in Estimator)
 """Every estimator name that :func:`sample_action` accepts."""
 
-PATHWISE_ESTIMATORS: tuple[str, ...] = ("relaxed", "st-gumbel", "argmax", "reinmax", "gumbel-rao")
+PATHWISE_ESTIMATORS: tuple[str, ...] = tuple(e.value for e in Estimator if e.pathwise)
 """The estimators whose action carries a gradient (all but ``reinforce``)."""
 
-HARD_ESTIMATORS: tuple[str, ...] = ("st-gumbel", "argmax", "reinmax", "gumbel-rao", "reinforce")
+HARD_ESTIMATORS: tuple[str, ...] = tuple(e.value for e in Estimator if e.hard)
 """The estimators whose forward action is an exact one-hot."""
 
 
-def check_estimator(estimator: str) -> str:
-    """Return ``estimator`` if it is a known name, else raise ``ValueError`` listing the valid names."""
+def check_estimator(estimator: str | Estimator) -> str:
+    """The name of ``estimator`` if it is a known one, else raise ``ValueError`` listing the valid names."""
+    if isinstance(estimator, Estimator):
+        return estimator.value
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; valid estimators: {', '.join(ESTIMATORS)}")
     return estimator
