@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PATHWISE = ("relaxed", "st-gumbel", "argmax", "reinmax", "gumbel-rao")
+from gumbel_rl.estimators import PATHWISE_ESTIMATORS
 
 # family -> env family ("*" for all) -> hyperparameters
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -43,7 +43,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "learning_rate": 1e-2,
             "critic_learning_rate": 3e-3,
             "critic_arch": (),
-            "entropy_coef": 0.03,
+            "ent_coef": 0.03,
             "eval_every": 2_048,
         },
         "gumbel_rl/Cliff-4x12-v0": {"critic_learning_rate": 1e-2},
@@ -52,7 +52,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # <estimator>-critic (agents/critic.py), tuned with st-gumbel-critic. CartPole-v1 (bench protocol, evaluation
     # every 4,096 steps): seeds 0-9 all solved within the 50k-step budget, median 8k steps (seed 4's initial policy
     # already passes). soft_target=False: with SAC's soft target the learned alpha ran away (seed 5: alpha 9e5,
-    # Q ~ 1e7) and the greedy policy oscillated; n_step=3 and actor_lr=1e-3 then solve seeds 5 and 6 in 4k-8k.
+    # Q ~ 1e7) and the greedy policy oscillated; n_step=3 and learning_rate=1e-3 then solve seeds 5 and 6 in 4k-8k.
     # Gridworlds (seed 0, 30k steps): EmptyRoom and FourRooms reach the threshold; Cliff, Slippery and Maze do not
     # (the policy learns to avoid traps, then wanders).
     "critic": {
@@ -60,11 +60,11 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "CartPole-v1": {
             "train_freq": 1,
             "batch_size": 128,
-            "critic_lr": 2e-3,
-            "actor_lr": 1e-3,
+            "critic_learning_rate": 2e-3,
+            "learning_rate": 1e-3,
             "polyak": 0.05,
             "critic_arch": (128, 128),
-            "alpha_lr": 1e-2,
+            "ent_coef_learning_rate": 1e-2,
             "soft_target": False,
             "n_step": 3,
         },
@@ -131,7 +131,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 def method_family(method: str) -> str:
     """``pathwise`` for the twin estimators, ``critic`` for ``<estimator>-critic``, else the method itself."""
-    if method in PATHWISE:
+    if method in PATHWISE_ESTIMATORS:
         return "pathwise"
     if method.endswith("-critic"):
         return "critic"
