@@ -50,6 +50,10 @@ class CartPoleTwin:
         dtype: floating dtype of the state; float32 by default, float64 to mirror Gymnasium's own precision
             (and for ``torch.autograd.gradcheck``).
 
+    Training objective (``training_reward``): the hand-designed surrogate ``shaped_reward(next_state)``, which
+    rewards keeping the pole upright and the cart centred. It is **not** Gymnasium's reward (a constant 1.0 per
+    step, whose gradient is zero); ``step`` still returns Gymnasium's reward for counting episode returns.
+
     Raises:
         ValueError: if ``dtype`` is not a floating-point dtype.
     """
@@ -155,7 +159,7 @@ class CartPoleTwin:
 
     # ------------------------------------------------------------------ dynamics
     def step(
-        self, state: CartPoleState, action: torch.Tensor
+        self, state: CartPoleState, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[CartPoleState, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One Euler step of 0.02 s for every environment in the batch.
 
@@ -164,6 +168,8 @@ class CartPoleTwin:
             action: (batch, 2) floating tensor, one-hot (0 = push left, 1 = push right) or soft weights. The force is
                 ``force_mag * (action[:, 1] - action[:, 0])`` N, i.e. exactly Gymnasium's -10 / +10 N for one-hot
                 actions and 0 N for [0.5, 0.5].
+            generator: accepted for the ``DifferentiableEnv`` protocol and ignored: CartPole's dynamics are
+                deterministic.
 
         Returns:
             ``(next_state, reward, terminated, truncated)``: ``reward`` is Gymnasium's, 1.0 for every step
@@ -266,7 +272,7 @@ class CartPoleTwin:
 
     # ------------------------------------------------------------------ training surrogate (not the env reward)
     def shaped_reward(self, state: CartPoleState) -> torch.Tensor:
-        """Smooth per-step training surrogate, **not** Gymnasium's reward (which is a constant 1.0, no gradient).
+        """Smooth per-step training surrogate, hand-designed, **not** Gymnasium's reward (a constant 1.0, no gradient).
 
         ``r = 1 - 0.5 * (theta / 12deg)^2 - 0.5 * (x / 2.4 m)^2``, shape (batch,), state dtype.
 
@@ -280,6 +286,17 @@ class CartPoleTwin:
         """
         pos, _, theta, _ = state.x.t().unbind(0)
         return 1.0 - 0.5 * (theta / self.theta_threshold_radians) ** 2 - 0.5 * (pos / self.x_threshold) ** 2
+
+    def training_reward(
+        self, state: CartPoleState, action: torch.Tensor, next_state: CartPoleState, reward: torch.Tensor
+    ) -> torch.Tensor:
+        """What a pathwise method maximises: ``shaped_reward(next_state)``, shape (batch,), state dtype.
+
+        A hand-designed surrogate, not Gymnasium's reward: ``reward`` (the constant 1.0 ``step`` returns),
+        ``state`` and ``action`` are accepted for the ``DifferentiableEnv`` protocol and not used; the action
+        reaches the surrogate through ``next_state``.
+        """
+        return self.shaped_reward(next_state)
 
 
 register_twin("CartPole-v1", CartPoleTwin)

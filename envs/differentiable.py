@@ -15,22 +15,80 @@ import torch
 
 @runtime_checkable
 class DifferentiableEnv(Protocol):
-    """What every twin provides. ``State`` is a twin-specific NamedTuple of batched tensors."""
+    """What every differentiable environment provides; training code relies on exactly this and probes nothing.
 
-    env_id: str
-    obs_dim: int
-    n_actions: int
+    The twins in this package (``CartPoleTwin``, ``GridWorldTwin``) implement it, and so must anything else that
+    stands in for an environment in a pathwise method, for example a learned model of an environment's dynamics
+    (a network mapping (state, action) to the next state and reward): everything below is stated in terms of
+    batched tensors so that such a model can implement it later without touching the training code.
+
+    ``State`` is an implementation's own ``NamedTuple`` of batched tensors (first dimension ``batch``) with at
+    least a field ``t``: a (batch,) long tensor counting the steps since the last reset. Gradients flow through
+    the floating fields of a state, from ``step``'s outputs back to its ``state`` and ``action`` inputs.
+
+    Attributes (read-only):
+        env_id: the Gymnasium id this environment reproduces (``""`` when it reproduces none).
+        obs_dim: length of an observation, ``observe(state).shape == (batch, obs_dim)``.
+        n_actions: number of discrete actions; actions are (batch, n_actions) one-hot or soft weights.
+        max_episode_steps: the step count at which ``step`` reports ``truncated``, or None for no limit.
+    """
+
+    @property
+    def env_id(self) -> str: ...
+
+    @property
+    def obs_dim(self) -> int: ...
+
+    @property
+    def n_actions(self) -> int: ...
+
+    @property
+    def max_episode_steps(self) -> int | None: ...
 
     def reset(self, batch: int, generator: torch.Generator | None = None) -> Any:
-        """Fresh states for ``batch`` environments, drawn like the Gymnasium env's reset."""
+        """Fresh states for ``batch`` environments (``t`` = 0), drawn like the Gymnasium env's reset.
+
+        ``generator``: a ``torch.Generator`` on the environment's device for reproducible draws (None: torch's
+        global generator).
+        """
+        ...
+
+    def reset_done(self, state: Any, done: torch.Tensor, generator: torch.Generator | None = None) -> Any:
+        """``state`` with the environments where ``done`` ((batch,) bool) is True replaced by fresh starts.
+
+        Out of place: the kept rows keep their gradients; the fresh rows carry none.
+        """
+        ...
 
     def step(
-        self, state: Any, action: torch.Tensor, *args: Any
+        self, state: Any, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(next_state, reward, terminated, truncated) for one-hot or soft ``action`` of shape (batch, n_actions)."""
+        """One step of every environment: ``(next_state, reward, terminated, truncated)``.
+
+        Args:
+            state: batched state.
+            action: (batch, n_actions) floating tensor, one-hot or soft weights (rows summing to 1).
+            generator: source of the step's randomness (slips, noise); deterministic environments accept and
+                ignore it.
+
+        Returns:
+            ``next_state``; ``reward``: (batch,) floating, the environment's own reward; ``terminated`` and
+            ``truncated``: (batch,) bool, as Gymnasium's ``step`` reports them.
+        """
+        ...
 
     def observe(self, state: Any) -> torch.Tensor:
         """The observation the policy sees, shape (batch, obs_dim), differentiable in the state."""
+        ...
+
+    def training_reward(self, state: Any, action: torch.Tensor, next_state: Any, reward: torch.Tensor) -> torch.Tensor:
+        """What a pathwise method maximises for the transition ``state --action--> next_state``, shape (batch,).
+
+        ``reward`` is the (batch,) reward ``step`` returned. An environment whose own reward carries a useful
+        gradient returns it unchanged; one whose reward does not (CartPole's constant 1) returns a differentiable
+        surrogate, stated in its docstring. Always finite for finite inputs.
+        """
+        ...
 
 
 _TWINS: dict[str, Callable[..., DifferentiableEnv]] = {}

@@ -78,6 +78,9 @@ class GridWorldTwin:
         device: torch device of all tensors.
         dtype: floating dtype of ``dist``, actions and rewards (default float32).
 
+    Training objective (``training_reward``): the env reward itself, which is linear in the state distribution
+    and the action and so differentiable; a pathwise method maximises the expected return of the Gymnasium env.
+
     Raises:
         ValueError: bad map or parameters (from ``GridWorld``), non-floating ``dtype``.
     """
@@ -148,7 +151,7 @@ class GridWorldTwin:
         return torch.rand(shape, generator=generator, dtype=torch.float64, device=self.device)
 
     def reset(
-        self, batch: int, generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None
+        self, batch: int, generator: torch.Generator | None = None, *, uniforms: torch.Tensor | None = None
     ) -> GridState:
         """Fresh one-hot states, the start drawn by Gumbel-Max from the env's start distribution.
 
@@ -175,17 +178,13 @@ class GridWorldTwin:
         t = torch.zeros(batch, dtype=torch.long, device=self.device)
         return GridState(dist, t, torch.zeros(batch, dtype=torch.bool, device=self.device))
 
-    def reset_done(
-        self,
-        state: GridState,
-        done_mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> GridState:
-        """``state`` with the environments in ``done_mask`` (default ``state.done``) replaced by fresh starts.
+    def reset_done(self, state: GridState, done: torch.Tensor, generator: torch.Generator | None = None) -> GridState:
+        """``state`` with the environments where ``done`` ((batch,) bool, e.g. ``state.done``) is True replaced by
+        fresh starts.
 
         Fresh starts are drawn for the whole batch and selected with ``torch.where`` (no host sync on CUDA).
         """
-        mask = state.done if done_mask is None else done_mask.to(device=self.device, dtype=torch.bool)
+        mask = done.to(device=self.device, dtype=torch.bool)
         fresh = self.reset(state.dist.shape[0], generator)
         return GridState(
             torch.where(mask[:, None], fresh.dist, state.dist),
@@ -197,8 +196,9 @@ class GridWorldTwin:
         self,
         state: GridState,
         action: torch.Tensor,
-        uniforms: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        uniforms: torch.Tensor | None = None,
     ) -> tuple[GridState, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every environment (see the module docstring for the exact convention).
 
@@ -206,9 +206,9 @@ class GridWorldTwin:
             state: current ``GridState``.
             action: (batch, 4) floating, one-hot or probabilities over (up, right, down, left); cast to
                 ``dtype``.
+            generator: torch generator on ``device``, the source of the slip uniforms when ``uniforms`` is None.
             uniforms: (batch, 3) uniforms for the slip outcome (intended, left, right), e.g. the env's
                 ``info["uniforms"]``; drawn from ``generator`` when None.
-            generator: torch generator on ``device``.
 
         Returns:
             ``(next_state, reward, terminated, truncated)``: ``reward`` (batch,) in ``dtype``; the flags
@@ -258,6 +258,16 @@ class GridWorldTwin:
     def observe(self, state: GridState) -> torch.Tensor:
         """The observation (batch, n_cells): ``state.dist`` itself, the one-hot of the env's cell index."""
         return state.dist
+
+    def training_reward(
+        self, state: GridState, action: torch.Tensor, next_state: GridState, reward: torch.Tensor
+    ) -> torch.Tensor:
+        """What a pathwise method maximises: the env reward ``reward`` itself, (batch,), unchanged.
+
+        The gridworld reward is linear in ``dist`` and ``action``, so it already carries the gradient; ``state``,
+        ``action`` and ``next_state`` are accepted for the ``DifferentiableEnv`` protocol and not used.
+        """
+        return reward
 
 
 def register_gridworld_twins(env_ids: Sequence[str]) -> None:

@@ -195,7 +195,7 @@ def test_truncation_at_max_episode_steps() -> None:
         state, reward, term, trunc = twin.step(state, up, generator=torch.Generator().manual_seed(t))
         assert not term.any() and bool(trunc.all()) == (t == 32)
         torch.testing.assert_close(reward, torch.full((3,), -0.01))
-    assert state.done.all() and twin.reset_done(state).t.eq(0).all()
+    assert state.done.all() and twin.reset_done(state, state.done).t.eq(0).all()
 
 
 def test_bad_action_and_uniforms_raise_clear_errors() -> None:
