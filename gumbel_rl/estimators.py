@@ -22,7 +22,17 @@ import enum
 
 import torch
 
-from gumbel_rl.gumbel import _check_tau, _one_hot, check_logits, gumbel_max, gumbel_noise, gumbel_softmax
+from gumbel_rl.gumbel import (
+    _check_tau,
+    _one_hot,
+    _scaled,
+    _upcast,
+    check_logits,
+    gumbel_max,
+    gumbel_noise,
+    gumbel_softmax,
+    softmax_tau,
+)
 from gumbel_rl.gumbel import straight_through as _straight_through
 
 
@@ -90,7 +100,10 @@ def check_estimator(estimator: str | Estimator) -> str:
 class _ReinMax(torch.autograd.Function):
     """ReinMax (Liu et al., NeurIPS 2023, Algorithm 2): forward the sample ``D``, backward
     ``2 J(pi_1)^T g - J(pi_0)^T g / 2`` with ``pi_0 = softmax(o)``, ``pi_1 = (D + softmax(o / tau)) / 2`` and
-    ``J(p)^T g = p * (g - <p, g>)`` the softmax Jacobian-vector product."""
+    ``J(p)^T g = p * (g - <p, g>)`` the softmax Jacobian-vector product.
+
+    The backward runs in float32 for float16/bfloat16 logits and uses the overflow-safe ``softmax(o / tau)`` of
+    :func:`gumbel_rl.gumbel.softmax_tau`, so the gradient is finite for any ``tau > 0``."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:  # type: ignore[override]
@@ -102,11 +115,17 @@ class _ReinMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         logits, d = ctx.saved_tensors
+        dtype = logits.dtype
+        logits, d, grad = _upcast(logits), _upcast(d), _upcast(grad)
         pi0 = torch.softmax(logits, dim=-1)
-        pi1 = 0.5 * (torch.softmax(logits / ctx.tau, dim=-1) + d)
+        pi1 = 0.5 * (softmax_tau(logits, ctx.tau) + d)
         g1 = pi1 * (grad - (pi1 * grad).sum(-1, keepdim=True))
         g0 = pi0 * (grad - (pi0 * grad).sum(-1, keepdim=True))
-        return 2.0 * g1 - 0.5 * g0, None, None
+        out = 2.0 * g1 - 0.5 * g0
+        if out.dtype != dtype:  # back to half precision, saturated rather than overflowing to inf
+            fmax = torch.finfo(dtype).max
+            out = out.clamp(-fmax, fmax).to(dtype)
+        return out, None, None
 
 
 def conditional_gumbel(
@@ -120,9 +139,10 @@ def conditional_gumbel(
     Args:
         logits: (..., n); ``index``: (..., 1) long.
     Returns:
-        (k, ..., n) noise, without gradient.
+        (k, ..., n) noise, without gradient; float32 for float16/bfloat16 logits, else their dtype.
     """
     with torch.no_grad():
+        logits = _upcast(logits)  # float32 for half precision: the truncated Gumbels need the range
         shape = (k, *logits.shape)
         g = gumbel_noise(shape, dtype=logits.dtype, device=logits.device, generator=generator)
         log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -155,7 +175,10 @@ def sample_action(
         generator: optional torch generator for reproducible noise.
         validate: check the arguments (costs one reduction over the logits).
     Returns:
-        Tensor shaped like ``logits``: a one-hot for every estimator but ``relaxed``, whose value is the soft sample.
+        Tensor shaped like ``logits``, of its dtype: a one-hot for every estimator but ``relaxed``, whose value is the
+        soft sample. Values and gradients are finite for every floating dtype, every ``tau > 0`` and finite or
+        ``-inf`` (masked) logits: half precision is computed in float32, and tiny temperatures are guarded against
+        overflow (see :mod:`gumbel_rl.gumbel`); masked classes get 0 and are never sampled.
     Raises:
         ValueError: unknown estimator, tau <= 0, k < 1, NaN/+inf logits or a row of all -inf logits.
     """
@@ -178,6 +201,8 @@ def sample_action(
         return _ReinMax.apply(logits, index, tau)
     if estimator == "gumbel-rao":
         noise = conditional_gumbel(logits, index, k, generator)
-        surrogate = torch.softmax((logits + noise) / tau, dim=-1).mean(0)
-        return _one_hot(index, logits.detach(), -1) + (surrogate - surrogate.detach())
+        z = _upcast(logits) + noise  # (k, ..., n)
+        surrogate = torch.softmax(_scaled(z, z.detach().amax(-1, keepdim=True), tau), dim=-1).mean(0)
+        action = _one_hot(index, surrogate.detach(), -1) + (surrogate - surrogate.detach())
+        return action if action.dtype == logits.dtype else action.to(logits.dtype)
     raise ValueError(f"unknown estimator {estimator!r}; valid estimators: {', '.join(ESTIMATORS)}")

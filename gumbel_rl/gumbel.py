@@ -4,9 +4,19 @@ Notation follows the project's seed notes: logits ``o``, standard Gumbel noise `
 ``eps ~ U(0, 1)``, Gumbel-Max ``argmax(o + g)`` (an exact Categorical(softmax(o)) sample), and Gumbel-Softmax
 ``softmax((o + g) / tau)`` (Jang et al. 2017; Maddison et al. 2017).
 
-Numerical care: ``eps`` is clamped into the open interval (0, 1) before the two logarithms, so the noise is always
-finite (at most about 16.6 and at least about -4.5 in float32), unlike ``torch.nn.functional.gumbel_softmax``, whose
-exponential draw can be 0 and give ``inf``/``NaN``.
+Numerical care, so that results are finite for every floating dtype, temperature and finite logit:
+
+- ``eps`` is clamped into the open interval (0, 1) before the two logarithms, so the noise is always finite (at most
+  about 16.6 and at least about -4.5 in float32), unlike ``torch.nn.functional.gumbel_softmax``, whose exponential
+  draw can be 0 and give ``inf``/``NaN``.
+- float16 and bfloat16 logits are computed in float32 internally (noise, softmax, gradients) and the result is
+  returned in the input dtype: ``(o + g) / tau`` overflows float16 already at tau = 1e-3. Gradients, of order
+  ``1 / tau`` near ties, are saturated to the input dtype's largest finite value rather than overflowing to inf.
+- Dividing by a small ``tau`` can overflow even in float32 (logits of 1e33 at tau = 1e-6). Rows whose maximum
+  ``max(o + g) / tau`` would overflow are shifted by that maximum first (softmax is shift-invariant); other rows are
+  computed exactly as ``softmax((o + g) / tau)``, bit for bit.
+- ``-inf`` logits (masked classes) get exactly 0 probability and are never sampled; a distribution whose every
+  logit is ``-inf`` is refused.
 """
 
 from __future__ import annotations
@@ -60,8 +70,60 @@ def check_logits(logits: torch.Tensor, dim: int = -1) -> None:
 
 
 def _noise_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Draw half-precision noise in float32: fewer representable uniforms would bias the tails.
+    """The dtype of internal computations for ``dtype`` inputs: float32 for float16/bfloat16 (whose range overflows
+    at small temperatures and whose few representable uniforms would bias the noise's tails), else ``dtype``."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+class _SaturatingUpcast(torch.autograd.Function):
+    """``x.to(dtype)`` forward; backward, the gradient cast back to ``x``'s dtype with values beyond its range
+    saturated to its largest finite value (a gradient of order ``1 / tau`` overflows float16 for ``tau < 1e-4``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+        ctx.in_dtype = x.dtype
+        return x.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        fmax = torch.finfo(ctx.in_dtype).max
+        return grad.clamp(-fmax, fmax).to(ctx.in_dtype), None
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype of internal computations (a no-op for float32 and float64); for float16/bfloat16 the
+    gradient flowing back is saturated to the input dtype's finite range instead of overflowing to inf."""
+    nd = _noise_dtype(x.dtype)
+    if nd == x.dtype:
+        return x
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SaturatingUpcast.apply(x, nd)
+    return x.to(nd)
+
+
+def _scaled(z: torch.Tensor, row_max: torch.Tensor, tau: float) -> torch.Tensor:
+    """``z / tau`` for ``softmax``, safe from overflow: rows whose maximum ``row_max / tau`` overflows are shifted
+    by ``row_max`` first (softmax is shift-invariant). Other rows are ``z / tau`` bit for bit (``z - 0 == z``).
+
+    ``row_max`` is the detached maximum of ``z`` along the softmax dimension, keepdim; no host synchronisation.
+    """
+    if tau == 1.0:
+        return z  # softmax subtracts the row maximum itself
+    shift = torch.where(torch.isfinite(row_max / tau), 0.0, row_max)
+    return (z - shift) / tau
+
+
+def softmax_tau(z: torch.Tensor, tau: float, dim: int = -1, row_max: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(z / tau)`` along ``dim`` without overflow for any ``tau > 0`` and finite row maxima.
+
+    Computed in float32 for float16/bfloat16 ``z`` and returned in that dtype; ``-inf`` entries get exactly 0.
+    ``row_max``: the detached ``z.amax(dim, keepdim=True)`` when the caller has it already.
+    """
+    zc = _upcast(z)
+    if row_max is None:
+        row_max = zc.detach().amax(dim=dim, keepdim=True)
+    y = torch.softmax(_scaled(zc, row_max.to(zc.dtype), tau), dim=dim)
+    return y if y.dtype == z.dtype else y.to(z.dtype)
 
 
 def gumbel_noise(
@@ -83,7 +145,8 @@ def gumbel_noise(
 
 
 def _perturb(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """``logits + g`` with ``g`` standard Gumbel, drawn in place: ``logits - log(-log(u))``.
+    """``logits + g`` with ``g`` standard Gumbel, drawn in place: ``logits - log(-log(u))``, in the internal dtype
+    (float32 for float16/bfloat16 logits, so that ``logits + g`` cannot overflow).
 
     The same uniform stream as :func:`gumbel_noise` (``uniform_`` on an empty tensor is ``torch.rand``), two
     fewer kernels than building ``g`` and adding it.
@@ -91,7 +154,7 @@ def _perturb(logits: torch.Tensor, generator: torch.Generator | None) -> torch.T
     nd = _noise_dtype(logits.dtype)
     u = torch.empty_like(logits, dtype=nd, memory_format=torch.legacy_contiguous_format).uniform_(generator=generator)
     log_neg_log_u = u.clamp_(min=torch.finfo(nd).tiny).log_().neg_().log_()
-    return logits - (log_neg_log_u if nd == logits.dtype else log_neg_log_u.to(logits.dtype))
+    return _upcast(logits) - log_neg_log_u
 
 
 def _validate_row_max(row_max: torch.Tensor, logits: torch.Tensor) -> None:
@@ -152,19 +215,32 @@ def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def straight_through(
-    z: torch.Tensor, index: torch.Tensor | None = None, tau: float = 1.0, dim: int = -1
+    z: torch.Tensor,
+    index: torch.Tensor | None = None,
+    tau: float = 1.0,
+    dim: int = -1,
+    *,
+    row_max: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """One-hot of ``index`` (default ``argmax(z)``, keepdim) forward; gradient of ``softmax(z / tau)`` backward.
 
     Built as ``(y - y.detach()) + one_hot`` from native ops: the forward value is exactly the one-hot (``y - y`` is
-    exactly 0) and the backward is torch's fused softmax backward.
+    exactly 0) and the backward is torch's fused softmax backward. The softmax is computed as :func:`softmax_tau`
+    (float32 for half-precision ``z``, overflow-safe for tiny ``tau``). Returns ``out_dtype`` (default ``z``'s dtype).
+    ``row_max``: the detached ``z.amax(dim, keepdim=True)`` when the caller has it already.
     """
+    out_dtype = z.dtype if out_dtype is None else out_dtype
     if index is None:
         index = z.detach().argmax(dim=dim, keepdim=True)
     if not (torch.is_grad_enabled() and z.requires_grad):
-        return _one_hot(index, z.detach(), dim)
-    y = torch.softmax(z / tau if tau != 1.0 else z, dim=dim)
-    return (y - y.detach()).add_(_one_hot(index, z.detach(), dim))
+        return _one_hot(index, z.detach().to(out_dtype), dim)
+    zc = _upcast(z)
+    if row_max is None:
+        row_max = zc.detach().amax(dim=dim, keepdim=True)
+    y = torch.softmax(_scaled(zc, row_max.to(zc.dtype), tau), dim=dim)
+    out = (y - y.detach()).add_(_one_hot(index, y.detach(), dim))
+    return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
 def gumbel_softmax(
@@ -178,7 +254,8 @@ def gumbel_softmax(
 ) -> torch.Tensor:
     """Gumbel-Softmax sample ``y = softmax((logits + g) / tau)``, or its straight-through one-hot.
 
-    A drop-in for ``torch.nn.functional.gumbel_softmax`` that never produces inf/NaN from the noise.
+    A drop-in for ``torch.nn.functional.gumbel_softmax`` that never produces inf/NaN (see the module docstring):
+    finite values and gradients for every floating dtype, ``tau > 0`` and finite or ``-inf`` (masked) logits.
 
     Args:
         logits: unnormalised log-probabilities, classes along ``dim``.
@@ -188,17 +265,19 @@ def gumbel_softmax(
         generator: optional torch generator for reproducible noise.
         validate: check logits and tau (one reduction over the logits); disable in hot loops you trust.
     Returns:
-        Tensor shaped like ``logits``.
+        Tensor shaped like ``logits``, of its dtype (computed in float32 for float16/bfloat16).
     Raises:
         ValueError: tau <= 0 or not finite; NaN or +inf logits; a distribution with every logit -inf.
     """
     if validate:
         _check_tau(tau)
         _check_logits_meta(logits, dim)
+    tau = float(tau)
     z = _perturb(logits, generator)
     row_max, index = z.detach().max(dim=dim, keepdim=True)
     if validate:
         _validate_row_max(row_max, logits)
     if hard:
-        return straight_through(z, index, tau=float(tau), dim=dim)
-    return torch.softmax(z / tau, dim=dim)
+        return straight_through(z, index, tau=tau, dim=dim, row_max=row_max, out_dtype=logits.dtype)
+    y = torch.softmax(_scaled(z, row_max, tau), dim=dim)
+    return y if y.dtype == logits.dtype else y.to(logits.dtype)
