@@ -1,31 +1,52 @@
 """REINFORCE: the score-function policy gradient with a learned value baseline (Williams 1992).
 
-The gradient is ``E[grad log pi(a|s) * (G - V(s))]``: the action is an exact categorical sample that carries no
-gradient (``sample_action(logits, "reinforce")``), the environment is never differentiated, and the loss is built
-from ``GumbelCategorical.log_prob`` of the stored actions. It runs on the same kind of rollouts as the pathwise
-methods, so that comparisons are at equal env steps (every transition counts as one):
+The policy gradient theorem with a baseline ``b(s) = V(s)`` (Williams 1992; Sutton and Barto, eq. 13.11):
 
-- ``rollout="twin"``: the batched torch twin (``envs.make_differentiable``), ``n_envs`` copies for ``n_steps``
-  steps, stepped under ``torch.no_grad()`` with hard one-hot actions;
+    grad J = E[ grad log pi(a_t | s_t) * A_t ],        A_t = G_t - V(s_t)
+
+The action is an exact categorical sample that carries no gradient (``sample_action(logits, "reinforce")``), the
+environment is never differentiated, and the gradient flows through ``log pi`` of the stored actions only
+(``GumbelCategorical.log_prob``). One iteration collects a rollout of ``T = n_steps`` steps of ``B = n_envs``
+copies and makes one Adam step (gradient-norm clipped at ``max_grad_norm``) on
+
+    L = L_pi + vf_coef * L_V - ent_coef * H
+
+    L_pi = -mean_t( log pi(a_t | s_t) * A_t )           (:func:`reinforce_loss`, the score-function term)
+    L_V  =  mean_t( (V(s_t) - G_t)^2 )                    (:func:`value_loss`, the baseline's regression)
+    H    =  mean_t( entropy(pi(. | s_t)) )
+
+(:func:`reinforce_with_baseline_loss`), every mean over the valid steps of the rollout. ``G_t`` are the
+TD(lambda) returns of ``agents.returns.lambda_returns``: discounted returns-to-go within the rollout,
+bootstrapped with ``V`` of the observation a step led to at the rollout's end and at truncation (time limit),
+never at termination (``done = terminated | truncated`` ends the sum). ``gae_lambda=1`` (the default) gives the
+plain bootstrapped Monte-Carlo returns, ``gae_lambda < 1`` GAE(lambda). ``A_t`` is normalised over the rollout's
+valid steps (zero mean, unit variance) by default.
+
+Rollouts are of the same kind as the pathwise methods', so that comparisons are at equal env steps (every
+transition counts as one):
+
+- ``rollout="twin"``: the batched torch twin (``envs.make_differentiable``, used only through the
+  ``envs.DifferentiableEnv`` protocol), ``n_envs`` copies for ``n_steps`` steps, stepped under
+  ``torch.no_grad()`` with hard one-hot actions; finished copies are re-drawn with ``twin.reset_done``;
 - ``rollout="gym"``: Gymnasium's ``SyncVectorEnv`` (``gymnasium.make_vec``) with its default ``NEXT_STEP``
   autoreset: the ``step`` after a terminated/truncated one only resets that copy (reward 0, action ignored), so it
-  is masked out -- neither a transition nor an env step;
+  is masked out of the loss -- neither a transition nor an env step. The step before one is always done, so
+  nothing propagates across it in ``G_t``;
 - ``rollout="auto"`` (default): the twin where ``env_id`` has one, else gym.
 
-Returns: discounted returns-to-go within the rollout, bootstrapped with ``V`` at the rollout's end and at
-truncation (time limit), never at termination; optionally GAE(lambda) (``gae_lambda=1``, the default, gives the
-plain bootstrapped returns ``G``). Advantages ``G - V(s)`` are normalised per rollout by default. One Adam step per
-rollout on ``policy_loss + vf_coef * value_loss - ent_coef * entropy`` with gradient-norm clipping.
-
 Training reward: the environment's own reward in both modes (the twins return Gymnasium's reward: 1 per step for
-CartPole -- no shaping -- and the gridworld's step cost / goal / trap rewards).
+CartPole -- no shaping -- and the gridworld's step cost / goal / trap rewards). ``rollout/ep_rew_mean`` is the mean
+return of the last 100 finished training episodes (``agents.episodes.EpisodeReturns``).
+
+Resume: a twin-rollout agent resumes bit for bit (the twin's batched state, the generator and the episode returns
+are in the checkpoint). Gymnasium environments are not snapshotted: a resumed gym-rollout agent resets its copies
+(with a fresh seed) and so starts new episodes.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -33,10 +54,13 @@ import torch
 from torch import nn
 
 import envs
-from agents.base import Agent, Config, check_fraction, check_positive
+from agents.base import Agent, Config, check_bool, check_choice, check_fraction, check_positive
+from agents.episodes import EpisodeReturns
 from agents.registry import register_method
-from gumbel_rl.estimators import sample_action
-from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy, mlp
+from agents.returns import lambda_returns
+from envs import DifferentiableEnv
+from gumbel_rl.estimators import Estimator, sample_action
+from gumbel_rl.policy import GumbelPolicy, mlp
 
 ROLLOUTS = ("auto", "twin", "gym")
 
@@ -68,11 +92,7 @@ class ReinforceConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        if self.rollout not in ROLLOUTS:
-            raise ValueError(f"hyperparameter rollout must be one of {', '.join(ROLLOUTS)}; got {self.rollout!r}")
-        if self.activation not in ACTIVATIONS:
-            valid = ", ".join(ACTIVATIONS)
-            raise ValueError(f"hyperparameter activation must be one of {valid}; got {self.activation!r}")
+        check_choice("rollout", self.rollout, ROLLOUTS)
         check_positive("n_envs", self.n_envs, integer=True)
         check_positive("n_steps", self.n_steps, integer=True)
         check_fraction("gamma", self.gamma)
@@ -81,8 +101,7 @@ class ReinforceConfig(Config):
         check_positive("vf_coef", self.vf_coef, allow_zero=True)
         check_positive("ent_coef", self.ent_coef, allow_zero=True)
         check_positive("max_grad_norm", self.max_grad_norm)
-        if not isinstance(self.normalize_advantage, bool):
-            raise ValueError(f"hyperparameter normalize_advantage must be a bool, got {self.normalize_advantage!r}")
+        check_bool("normalize_advantage", self.normalize_advantage)
 
 
 def resolve_rollout(rollout: str, env_id: str) -> str:
@@ -91,6 +110,7 @@ def resolve_rollout(rollout: str, env_id: str) -> str:
     Raises:
         ValueError: ``rollout="twin"`` on an id without a twin, or an unknown rollout name.
     """
+    check_choice("rollout", rollout, ROLLOUTS)
     has_twin = env_id in envs.differentiable_ids()
     if rollout == "auto":
         return "twin" if has_twin else "gym"
@@ -99,45 +119,97 @@ def resolve_rollout(rollout: str, env_id: str) -> str:
             f"rollout='twin' needs a differentiable twin and {env_id!r} has none "
             f"(twins: {', '.join(envs.differentiable_ids())}); use rollout='gym'"
         )
-    if rollout not in ROLLOUTS:
-        raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}; got {rollout!r}")
     return rollout
 
 
-def discounted_advantages(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    valid: torch.Tensor,
-    gamma: float,
-    gae_lambda: float = 1.0,
-) -> torch.Tensor:
-    """GAE(lambda) advantages of one rollout; with ``gae_lambda=1`` they are ``G_t - V(s_t)``.
+# ---- the loss ----------------------------------------------------------------------------------------------------
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``sum(x * mask) / max(sum(mask), 1)``: the mean of ``x`` over the steps where ``mask`` is 1 (same shapes)."""
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
-    ``G_t`` is the discounted return-to-go within the rollout, bootstrapped with ``next_values`` (the value of
-    the state a step led to) at the rollout's last step and where the episode was truncated, and not at all where
-    it terminated. Steps with ``valid`` False (Gymnasium's autoreset steps) get advantage 0 and do not propagate.
+
+def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(A - mean) / (std + eps)`` with the mean and (biased) standard deviation over the masked steps."""
+    mean = masked_mean(advantages, mask)
+    var = masked_mean((advantages - mean) ** 2, mask)
+    return (advantages - mean) / (var.sqrt() + eps)
+
+
+def reinforce_loss(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The score-function (REINFORCE) surrogate ``-mean_t(log pi(a_t|s_t) * A_t)`` over the masked steps.
+
+    Its gradient is the policy gradient ``-E[grad log pi(a|s) * A]`` (Williams 1992): ``advantages`` must carry no
+    gradient.
 
     Args:
-        rewards, values, next_values: (T, B) floating.
-        terminated, truncated, valid: (T, B) bool.
-        gamma: discount in [0, 1]; gae_lambda: in [0, 1].
+        log_prob: (N,) log-probabilities of the taken actions, differentiable in the policy.
+        advantages: (N,) advantages, without gradient.
+        mask: (N,) floating, 1 for the steps that are transitions, 0 for the others (Gymnasium's autoreset steps).
     Returns:
-        (T, B) advantages, without gradient.
+        The scalar loss.
     """
-    with torch.no_grad():
-        adv = torch.zeros_like(rewards)
-        last = torch.zeros_like(rewards[0])
-        not_term = (~terminated).to(rewards.dtype)
-        not_done = (~(terminated | truncated)).to(rewards.dtype)
-        valid_f = valid.to(rewards.dtype)
-        for t in range(rewards.shape[0] - 1, -1, -1):
-            delta = rewards[t] + gamma * not_term[t] * next_values[t] - values[t]
-            last = (delta + gamma * gae_lambda * not_done[t] * last) * valid_f[t]
-            adv[t] = last
-    return adv
+    return -masked_mean(log_prob * advantages, mask)
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The baseline's regression loss ``mean_t (V(s_t) - G_t)^2`` over the masked steps (all arguments (N,))."""
+    return masked_mean((values - returns) ** 2, mask)
+
+
+def reinforce_with_baseline_loss(
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    mask: torch.Tensor,
+    vf_coef: float,
+    ent_coef: float,
+    normalize_advantage: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``L = L_pi + vf_coef * L_V - ent_coef * H`` of one rollout (see the module docstring).
+
+    Args:
+        log_prob: (N,) log pi of the taken actions (differentiable in the policy).
+        advantages: (N,) ``G_t - V(s_t)`` without gradient; normalised over the masked steps when
+            ``normalize_advantage``.
+        values: (N,) ``V(s_t)`` (differentiable in the value network); returns: (N,) targets ``G_t``.
+        entropy: (N,) entropy of the policy at each step.
+        mask: (N,) floating, 1 for real transitions.
+    Returns:
+        ``(loss, stats)``: the scalar loss and detached ``train/actor_loss`` (``L_pi``), ``train/critic_loss``
+        (``L_V``) and ``train/entropy`` (``H``).
+    """
+    if normalize_advantage:
+        advantages = normalize_advantages(advantages, mask)
+    h = masked_mean(entropy, mask)
+    pg_loss = reinforce_loss(log_prob, advantages, mask)
+    v_loss = value_loss(values, returns, mask)
+    loss = pg_loss + vf_coef * v_loss - ent_coef * h
+    stats = {"train/actor_loss": pg_loss.detach(), "train/critic_loss": v_loss.detach(), "train/entropy": h.detach()}
+    return loss, stats
+
+
+# ---- rollouts ----------------------------------------------------------------------------------------------------
+class Rollout(NamedTuple):
+    """``T`` steps of ``B`` environment copies, time-major."""
+
+    obs: torch.Tensor
+    """(T, B, obs_dim) observation the action was taken in."""
+    next_obs: torch.Tensor
+    """(T, B, obs_dim) observation the step led to (before any reset)."""
+    actions: torch.Tensor
+    """(T, B) action indices (long)."""
+    rewards: torch.Tensor
+    """(T, B) environment rewards (0 on invalid steps)."""
+    terminated: torch.Tensor
+    """(T, B) bool."""
+    truncated: torch.Tensor
+    """(T, B) bool."""
+    valid: torch.Tensor
+    """(T, B) bool: a real transition (False: Gymnasium's autoreset step)."""
+    env_steps: int
+    """Transitions in the rollout (valid steps)."""
 
 
 @register_method("reinforce", "score-function policy gradient (REINFORCE) with a learned value baseline")
@@ -145,7 +217,8 @@ class ReinforceAgent(Agent):
     """REINFORCE with a value baseline, on twin or Gymnasium rollouts (see the module docstring).
 
     Attributes (beyond ``Agent``'s): ``value_net`` (MLP obs -> V), ``optimizer`` (Adam over both networks),
-    ``rollout`` ("twin" or "gym"), ``generator`` (torch generator of the action samples and the twin's draws).
+    ``rollout`` ("twin" or "gym"), ``generator`` (torch generator of the action samples and the twin's draws),
+    ``episodes`` (the training episodes' returns), ``twin`` (rollout "twin") or ``venv`` (rollout "gym").
     """
 
     config_cls = ReinforceConfig
@@ -158,7 +231,7 @@ class ReinforceAgent(Agent):
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
         self.policy = GumbelPolicy(
-            obs_space, act_space, net_arch=cfg.net_arch, activation=cfg.activation, estimator="reinforce"
+            obs_space, act_space, net_arch=cfg.net_arch, activation=cfg.activation, estimator=Estimator.REINFORCE.value
         ).to(self.device)
         self.value_net = mlp(self.policy.obs_dim, cfg.net_arch, 1, cfg.activation, out_gain=1.0).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -167,24 +240,31 @@ class ReinforceAgent(Agent):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self._gym_resets = 0
+        self._closed = False
         if self.rollout == "twin":
-            self.twin = envs.make_differentiable(self.env_id, device=self.device)
-            self._twin_step_takes_generator = "generator" in inspect.signature(self.twin.step).parameters
+            self.twin: DifferentiableEnv = envs.make_differentiable(self.env_id, device=self.device)
             self._twin_state = self.twin.reset(cfg.n_envs, generator=self.generator)
-            self._ep_return = torch.zeros(cfg.n_envs, device=self.device)
+            self.episodes = EpisodeReturns(cfg.n_envs, device=self.device)
         else:
             self.venv = gym.make_vec(self.env_id, num_envs=cfg.n_envs, vectorization_mode="sync")
             self._gym_obs, _ = self.venv.reset(seed=self.seed)
             self._gym_autoreset = np.zeros(cfg.n_envs, dtype=bool)
-            self._ep_return_np = np.zeros(cfg.n_envs, dtype=np.float64)
+            self.episodes = EpisodeReturns(cfg.n_envs)
+
+    def close(self) -> None:
+        """Close the Gymnasium vector env of a gym-rollout agent (safe to call more than once)."""
+        if not self._closed:
+            self._closed = True
+            if self.rollout == "gym":
+                self.venv.close()
 
     # ---- rollouts ------------------------------------------------------------------------------------------
     def _sample(self, features: torch.Tensor) -> torch.Tensor:
         """Action indices (B,) for features (B, obs_dim): exact samples, no gradient."""
         logits = self.policy(features)
-        return sample_action(logits, "reinforce", generator=self.generator).argmax(-1)
+        return sample_action(logits, Estimator.REINFORCE.value, generator=self.generator).argmax(-1)
 
-    def _rollout_twin(self) -> dict[str, Any]:
+    def _rollout_twin(self) -> Rollout:
         cfg, twin = self.config, self.twin
         T, B, D = cfg.n_steps, cfg.n_envs, self.policy.obs_dim
         dev = self.device
@@ -194,44 +274,24 @@ class ReinforceAgent(Agent):
         rewards = torch.empty(T, B, device=dev)
         term = torch.empty(T, B, dtype=torch.bool, device=dev)
         trunc = torch.empty(T, B, dtype=torch.bool, device=dev)
-        ep_sum = torch.zeros((), device=dev)
-        ep_count = torch.zeros((), device=dev)
-        state, ep_ret = self._twin_state, self._ep_return
+        state = self._twin_state
         with torch.no_grad():
             for t in range(T):
                 o = twin.observe(state).float()
                 a = self._sample(o)
                 onehot = nn.functional.one_hot(a, self.policy.n_actions).to(o.dtype)
-                if self._twin_step_takes_generator:
-                    state, r, te, tr = twin.step(state, onehot, generator=self.generator)
-                else:
-                    state, r, te, tr = twin.step(state, onehot)
+                state, r, te, tr = twin.step(state, onehot, generator=self.generator)
                 done = te | tr
                 obs[t], next_obs[t], actions[t], rewards[t], term[t], trunc[t] = o, twin.observe(state), a, r, te, tr
-                ep_ret = ep_ret + r
-                ep_sum = ep_sum + torch.where(done, ep_ret, 0.0).sum()
-                ep_count = ep_count + done.sum()
-                ep_ret = torch.where(done, 0.0, ep_ret)
+                self.episodes.add(r, done)
                 state = twin.reset_done(state, done, generator=self.generator)
-        self._twin_state, self._ep_return = state, ep_ret
+        self._twin_state = state
         valid = torch.ones(T, B, dtype=torch.bool, device=dev)
-        return dict(
-            obs=obs,
-            next_obs=next_obs,
-            actions=actions,
-            rewards=rewards,
-            terminated=term,
-            truncated=trunc,
-            valid=valid,
-            ep_sum=ep_sum,
-            ep_count=ep_count,
-            env_steps=T * B,
-        )
+        return Rollout(obs, next_obs, actions, rewards, term, trunc, valid, env_steps=T * B)
 
-    def _rollout_gym(self) -> dict[str, Any]:
+    def _rollout_gym(self) -> Rollout:
         T = self.config.n_steps
         obs_l, next_l, act_l, rew_l, term_l, trunc_l, valid_l = [], [], [], [], [], [], []
-        ep_sum, ep_count = 0.0, 0
         start = int(self.policy.action_space.start)
         o_np, autoreset = self._gym_obs, self._gym_autoreset
         with torch.no_grad():
@@ -248,11 +308,7 @@ class ReinforceAgent(Agent):
                 term_l.append(te & valid)
                 trunc_l.append(tr & valid)
                 valid_l.append(valid)
-                done = (te | tr) & valid
-                self._ep_return_np += np.where(valid, r, 0.0)
-                ep_sum += float(self._ep_return_np[done].sum())
-                ep_count += int(done.sum())
-                self._ep_return_np[done] = 0.0
+                self.episodes.add(rew_l[-1], (te | tr) & valid)
                 autoreset = te | tr
                 o_np = next_np
         self._gym_obs, self._gym_autoreset = o_np, autoreset
@@ -261,17 +317,14 @@ class ReinforceAgent(Agent):
         def stack(xs: list, dtype: torch.dtype) -> torch.Tensor:
             return torch.as_tensor(np.stack(xs), dtype=dtype, device=dev)
 
-        valid_t = stack(valid_l, torch.bool)
-        return dict(
+        return Rollout(
             obs=torch.stack(obs_l),
             next_obs=torch.stack(next_l),
             actions=torch.stack(act_l),
             rewards=stack(rew_l, torch.float32),
             terminated=stack(term_l, torch.bool),
             truncated=stack(trunc_l, torch.bool),
-            valid=valid_t,
-            ep_sum=torch.tensor(ep_sum),
-            ep_count=torch.tensor(float(ep_count)),
+            valid=stack(valid_l, torch.bool),
             env_steps=int(np.stack(valid_l).sum()),
         )
 
@@ -279,79 +332,51 @@ class ReinforceAgent(Agent):
     def _train_iteration(self) -> tuple[int, dict[str, float]]:
         cfg = self.config
         batch = self._rollout_twin() if self.rollout == "twin" else self._rollout_gym()
-        T, B = batch["actions"].shape
-        obs = batch["obs"].reshape(T * B, -1)
+        T, B = batch.actions.shape
+        obs = batch.obs.reshape(T * B, -1)
         logits = self.policy(obs)
         values = self.value_net(obs).reshape(T, B)
         with torch.no_grad():
-            next_values = self.value_net(batch["next_obs"].reshape(T * B, -1)).reshape(T, B)
-        valid = batch["valid"]
-        adv = discounted_advantages(
-            batch["rewards"],
-            values.detach(),
-            next_values,
-            batch["terminated"],
-            batch["truncated"],
-            valid,
-            cfg.gamma,
-            cfg.gae_lambda,
-        )
-        returns = adv + values.detach()
-        vmask = valid.reshape(-1).to(values.dtype)
-        n_valid = vmask.sum().clamp_min(1.0)
-        adv_flat = adv.reshape(-1)
-        if cfg.normalize_advantage:
-            mean = (adv_flat * vmask).sum() / n_valid
-            var = (((adv_flat - mean) ** 2) * vmask).sum() / n_valid
-            adv_flat = (adv_flat - mean) / (var.sqrt() + 1e-8)
+            next_values = self.value_net(batch.next_obs.reshape(T * B, -1)).reshape(T, B)
+        done = batch.terminated | batch.truncated
+        returns = lambda_returns(batch.rewards, next_values, batch.terminated, done, cfg.gamma, cfg.gae_lambda)
+        advantages = returns - values.detach()
         dist = self.policy.distribution_from_logits(logits)
-        onehot = nn.functional.one_hot(batch["actions"].reshape(-1), self.policy.n_actions).to(logits.dtype)
-        log_prob = dist.log_prob(onehot)
-        entropy = (dist.entropy() * vmask).sum() / n_valid
-        policy_loss = -(log_prob * adv_flat * vmask).sum() / n_valid
-        value_loss = (((values.reshape(-1) - returns.reshape(-1)) ** 2) * vmask).sum() / n_valid
-        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        onehot = nn.functional.one_hot(batch.actions.reshape(-1), self.policy.n_actions).to(logits.dtype)
+        loss, stats = reinforce_with_baseline_loss(
+            log_prob=dist.log_prob(onehot),
+            advantages=advantages.reshape(-1),
+            values=values.reshape(-1),
+            returns=returns.reshape(-1),
+            entropy=dist.entropy(),
+            mask=batch.valid.reshape(-1).to(values.dtype),
+            vf_coef=cfg.vf_coef,
+            ent_coef=cfg.ent_coef,
+            normalize_advantage=cfg.normalize_advantage,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [*self.policy.parameters(), *self.value_net.parameters()]
-        grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        stats["train/grad_norm"] = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         self.optimizer.step()
-        stats = torch.stack(
-            [
-                policy_loss.detach(),
-                value_loss.detach(),
-                entropy.detach(),
-                grad_norm,
-                batch["ep_sum"].to(self.device, torch.float32),
-                batch["ep_count"].to(self.device, torch.float32),
-            ]
-        ).tolist()
-        metrics = {
-            "policy_loss": stats[0],
-            "value_loss": stats[1],
-            "entropy": stats[2],
-            "grad_norm": stats[3],
-            "episodes": stats[5],
-        }
-        if stats[5] > 0:
-            metrics["ep_return_mean"] = stats[4] / stats[5]
-        return batch["env_steps"], metrics
+        names = list(stats)
+        values_host = torch.stack([stats[k].float() for k in names]).tolist()  # one host sync
+        metrics = dict(zip(names, values_host, strict=True))
+        metrics.update(self.episodes.metrics())
+        return batch.env_steps, metrics
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def _training_state(self) -> dict[str, Any]:
-        """Value net, optimiser, generator; the twin's batched state (twin) or a reseed counter (gym).
-
-        Gymnasium environments cannot be snapshotted: a resumed gym-rollout agent resets its copies (with a fresh
-        seed) and so starts new episodes; a twin-rollout agent resumes bit for bit.
-        """
+        """Value net, optimiser, generator, episode returns; the twin's batched state (twin) or a reseed counter
+        (gym: the Gymnasium envs are not snapshotted, see the module docstring)."""
         state: dict[str, Any] = {
             "value_net": self.value_net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "episodes": self.episodes.state_dict(),
         }
         if self.rollout == "twin":
             state["twin_state"] = dict(self._twin_state._asdict())
-            state["ep_return"] = self._ep_return
         else:
             state["gym_resets"] = self._gym_resets
         return state
@@ -360,11 +385,11 @@ class ReinforceAgent(Agent):
         self.value_net.load_state_dict(state["value_net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
+        self.episodes.load_state_dict(state["episodes"])
         if self.rollout == "twin":
             self._twin_state = self._twin_state._replace(**state["twin_state"])
-            self._ep_return = state["ep_return"]
         else:
             self._gym_resets = int(state["gym_resets"]) + 1
             self._gym_obs, _ = self.venv.reset(seed=self.seed + 1_000_003 * self._gym_resets)
             self._gym_autoreset = np.zeros(self.config.n_envs, dtype=bool)
-            self._ep_return_np = np.zeros(self.config.n_envs, dtype=np.float64)
+            self.episodes.running = np.zeros(self.config.n_envs)  # the copies start new episodes

@@ -1,4 +1,4 @@
-"""Tests of the REINFORCE baseline (agents.reinforce) and the Stable-Baselines3 agents (agents.sb3).
+"""Tests of the Stable-Baselines3 agents (agents.sb3).
 
 Budgets are small and seeds fixed: EmptyRoom-5x5 is solved when the greedy policy takes a shortest path (return
 0.92 >= threshold 0.911) in 100 deterministic episodes.
@@ -12,101 +12,8 @@ import torch
 
 import agents
 from agents import StopTrainingOnSolved, make_agent
-from agents.reinforce import ReinforceAgent, discounted_advantages
 
 ROOM = "gumbel_rl/EmptyRoom-5x5-v0"
-
-
-# ---- REINFORCE -----------------------------------------------------------------------------------------------
-def test_discounted_advantages_by_hand():
-    """gamma 0.5, one env, 5 steps: terminate at t=1 (no bootstrap), truncate at t=3 (bootstrap V=10), end at t=4
-    (bootstrap V=4); the step after a done (t=2 here marked invalid) is no transition. ``next_values[t]`` is
-    ``values[t + 1]`` within an episode, as in a real rollout."""
-    g = 0.5
-    r = torch.tensor([[1.0], [2.0], [0.0], [3.0], [1.0]])
-    v = torch.tensor([[0.5], [0.25], [9.0], [1.0], [2.0]])
-    nv = torch.tensor([[0.25], [100.0], [0.0], [10.0], [4.0]])
-    term = torch.tensor([[False], [True], [False], [False], [False]])
-    trunc = torch.tensor([[False], [False], [False], [True], [False]])
-    valid = torch.tensor([[True], [True], [False], [True], [True]])
-    adv = discounted_advantages(r, v, nv, term, trunc, valid, g, 1.0)
-    returns = torch.tensor([[1 + g * 2], [2.0], [0.0], [3 + g * 10], [1 + g * 4]])
-    expected = (returns - v) * valid
-    torch.testing.assert_close(adv, expected)
-    # lambda = 0: one-step TD errors.
-    adv0 = discounted_advantages(r, v, nv, term, trunc, valid, g, 0.0)
-    td = torch.tensor([[1 + g * 0.25 - 0.5], [2 - 0.25], [0.0], [3 + g * 10 - 1.0], [1 + g * 4 - 2.0]])
-    torch.testing.assert_close(adv0, td)
-
-
-@pytest.mark.parametrize("rollout", ["twin", "gym"])
-def test_reinforce_solves_empty_room(rollout):
-    agent = make_agent("reinforce", ROOM, seed=2, device="cpu", rollout=rollout, eval_every=500)
-    assert agent.rollout == rollout
-    agent.learn(20_000, callback=StopTrainingOnSolved())
-    assert agent.solved, agent.record[-1]
-    assert agent.solve_env_steps <= 20_000
-    assert agent.evaluate(episodes=20).mean >= 0.911
-
-
-def test_reinforce_never_backpropagates_through_the_twin():
-    agent = make_agent("reinforce", ROOM, seed=0, device="cpu", rollout="twin", n_envs=4, n_steps=8)
-    seen = []
-    step = agent.twin.step
-
-    def spy(state, action, *args, **kwargs):
-        out = step(state, action, *args, **kwargs)
-        seen.append(
-            (
-                action.requires_grad,
-                action.grad_fn is not None,
-                state.dist.requires_grad,
-                out[0].dist.requires_grad,
-                out[1].requires_grad,
-            )
-        )
-        return out
-
-    agent.twin.step = spy
-    before = [p.detach().clone() for p in agent.policy.parameters()]
-    steps, metrics = agent._train_iteration()
-    assert steps == 32 and len(seen) == 8
-    assert not any(any(flags) for flags in seen)
-    assert not agent._twin_state.dist.requires_grad
-    # ... and yet the policy learned (score-function gradient through log_prob).
-    assert any(not torch.equal(b, p) for b, p in zip(before, agent.policy.parameters(), strict=True))
-    assert np.isfinite(metrics["policy_loss"])
-
-
-def test_reinforce_gym_rollout_masks_autoreset_steps():
-    agent = make_agent("reinforce", ROOM, seed=3, device="cpu", rollout="gym", n_envs=4, n_steps=80)
-    batch = agent._rollout_gym()
-    done = (batch["terminated"] | batch["truncated"]).numpy()
-    valid = batch["valid"].numpy()
-    assert done.any()
-    # Gymnasium NEXT_STEP autoreset: the step right after a done is a reset, not a transition.
-    np.testing.assert_array_equal(valid[1:], ~done[:-1])
-    assert valid[0].all()
-    assert batch["env_steps"] == int(valid.sum()) < 4 * 80
-    assert (batch["rewards"].numpy()[~valid] == 0).all()
-    # Completed episodes in this room return 1 - 0.01 * length > 0 (goal) or -0.32 (time limit of 32 steps).
-    assert batch["ep_count"] == int(done.sum())
-
-
-def test_reinforce_same_seed_same_run_and_exact_resume(tmp_path):
-    kw = dict(seed=5, device="cpu", rollout="twin", n_envs=4, n_steps=16, eval_every=10**6)
-    a = make_agent("reinforce", ROOM, **kw).learn(256)
-    b = make_agent("reinforce", ROOM, **kw).learn(128)
-    b.save(tmp_path / "ckpt.pt")
-    c = agents.Agent.load(tmp_path / "ckpt.pt", device="cpu")
-    assert isinstance(c, ReinforceAgent) and c.num_env_steps == 128
-    c.learn(256)
-    b.learn(256)
-    for other in (b, c):
-        for p, q in zip(a.policy.parameters(), other.policy.parameters(), strict=True):
-            assert torch.equal(p, q)
-        for p, q in zip(a.value_net.parameters(), other.value_net.parameters(), strict=True):
-            assert torch.equal(p, q)
 
 
 # ---- SB3 -------------------------------------------------------------------------------------------------------
@@ -158,7 +65,7 @@ def test_zoo_hyperparameters_for_cartpole():
     assert (a2c.n_envs, a2c.n_steps, a2c.ent_coef, a2c.gamma) == (8, 5, 0.0, 0.99)
 
 
-@pytest.mark.parametrize("method", ["ppo", "dqn", "reinforce"])
+@pytest.mark.parametrize("method", ["ppo", "dqn"])
 def test_callback_returning_false_stops_training(method):
     calls = []
     agent = make_agent(method, ROOM, seed=0, device="cpu", eval_every=10**6)
@@ -192,7 +99,7 @@ def test_sb3_checkpoint_round_trip(tmp_path):
 
 
 # ---- refusals ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["reinforce", "ppo", "a2c", "dqn"])
+@pytest.mark.parametrize("method", ["ppo", "a2c", "dqn"])
 def test_bad_learning_rate_is_named(method):
     with pytest.raises(ValueError, match="learning_rate"):
         make_agent(method, ROOM, learning_rate=-1e-3)
@@ -203,16 +110,5 @@ def test_bad_choices_are_named():
         make_agent("ppo2", ROOM)
     with pytest.raises(ValueError, match="Box action space"):
         make_agent("ppo", "Pendulum-v1")
-    with pytest.raises(ValueError, match="rollout='twin'.*'Acrobot-v1' has none"):
-        make_agent("reinforce", "Acrobot-v1", rollout="twin")
-    with pytest.raises(ValueError, match="rollout must be one of auto, twin, gym"):
-        make_agent("reinforce", ROOM, rollout="env")
     with pytest.raises(ValueError, match="lr_schedule"):
         make_agent("ppo", ROOM, lr_schedule="cosine")
-
-
-def test_reinforce_defaults_to_gym_without_a_twin():
-    agent = make_agent("reinforce", "Acrobot-v1", seed=0, device="cpu", n_envs=2, n_steps=4)
-    assert agent.rollout == "gym"
-    steps, _ = agent._train_iteration()
-    assert steps == 8
