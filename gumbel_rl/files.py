@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,12 +63,27 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words, without torch's own advice.
+
+    torch's message for a refused object starts by suggesting ``weights_only=False``, which would run whatever code
+    the file holds: that advice must never reach a user, so only the refused object's name is kept.
+    """
+    text = str(exc)
+    refused = re.search(r"unsupported GLOBAL ([\w.]+)", text)
+    if refused or "weights_only" in text.lower() or "weights only" in text.lower():
+        what = f" ({refused.group(1)})" if refused else ""
+        return f"truncated or corrupt: it holds a Python object{what} that gumbel-rl never unpickles"
+    return "truncated or corrupt"
+
+
 def safe_torch_load(path: str | os.PathLike, expected_format: str) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a dict tagged ``format == expected_format``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: truncated, corrupt or foreign file (one line naming the file and the problem).
+        ValueError: truncated, corrupt or foreign file, or one holding pickled objects other than tensors and plain
+            data (which are never unpickled): one line naming the file and the problem.
     """
     path = Path(path)
     if not path.is_file():
@@ -75,8 +91,7 @@ def safe_torch_load(path: str | os.PathLike, expected_format: str) -> dict[str, 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: cannot be read as a gumbel-rl file (truncated or corrupt?): {reason}") from None
+        raise ValueError(f"{path}: not a readable gumbel-rl file ({_load_failure(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: not a {expected_format} file (found format {found!r})")

@@ -222,8 +222,8 @@ class GumbelPolicy(nn.Module):
         """Numpy observation(s) -> (features (batch, obs_dim) on the policy's device, whether it was batched).
 
         Raises:
-            ValueError: an observation whose shape fits neither one nor a batch of this observation space, or a
-                Discrete observation out of range.
+            ValueError: an observation whose shape fits neither one nor a batch of this observation space, a Box
+                observation with NaN or inf entries, or a Discrete observation out of range.
         """
         space = self.observation_space
         obs = np.asarray(observation)
@@ -246,6 +246,16 @@ class GumbelPolicy(nn.Module):
             batched = True
         else:
             raise ValueError(f"observation of shape {obs.shape} fits neither {shape} nor (batch, *{shape}) for {space}")
+        if not np.issubdtype(obs.dtype, np.number) or np.issubdtype(obs.dtype, np.complexfloating):
+            raise ValueError(f"observation must be real numbers for {space}, got dtype {obs.dtype}")
+        finite = np.isfinite(obs)
+        if not finite.all():
+            where = tuple(int(i) for i in np.argwhere(~finite)[0])
+            bad = obs[where]
+            raise ValueError(
+                f"observation contains {'NaN' if np.isnan(bad) else bad} at index {where}; "
+                "the policy acts only on finite observations"
+            )
         t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         return t.reshape(-1, self.obs_dim), batched
 
@@ -261,6 +271,9 @@ class GumbelPolicy(nn.Module):
 
         Returns ``(actions, state)``: an int64 array (shape ``()`` for one observation, ``(batch,)`` for a batch)
         and ``state`` unchanged (the policy is not recurrent).
+
+        Raises:
+            ValueError: an observation that does not fit the observation space, or has NaN or inf entries.
         """
         features, batched = self.obs_to_tensor(observation)
         with torch.no_grad():
@@ -318,7 +331,8 @@ class GumbelPolicy(nn.Module):
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: the file is truncated, corrupt, or not a gumbel-rl policy file.
+            ValueError: the file is truncated, corrupt, not a gumbel-rl policy file, or its metadata or weights do
+                not describe a valid policy (one line naming the file).
         """
         payload = safe_torch_load(path, FORMAT)
         if payload.get("format_version") != FORMAT_VERSION:
@@ -326,8 +340,10 @@ class GumbelPolicy(nn.Module):
                 f"{path}: policy file format version {payload.get('format_version')!r} is not supported "
                 f"(this gumbel-rl reads version {FORMAT_VERSION})"
             )
+        cfg = _metadata(payload, path).get("config")
         try:
-            cfg = json.loads(payload["metadata"])["config"]
+            if not isinstance(cfg, dict):
+                raise TypeError(f"metadata 'config' must be a JSON object, got {type(cfg).__name__}")
             policy = cls(
                 space_from_dict(cfg["observation_space"]),
                 space_from_dict(cfg["action_space"]),
@@ -338,11 +354,38 @@ class GumbelPolicy(nn.Module):
                 k=cfg["k"],
             )
             policy.load_state_dict(payload["state_dict"])
-        except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
-            raise ValueError(f"{path}: not a valid gumbel-rl policy file ({type(exc).__name__}: {exc})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise ValueError(f"{path}: not a valid gumbel-rl policy file ({_one_line(exc)})") from None
         return policy.to(resolve_device(device))
 
     @staticmethod
     def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-        """The JSON metadata of a policy file (config, extra, versions) without building the policy."""
-        return json.loads(safe_torch_load(path, FORMAT)["metadata"])
+        """The JSON metadata of a policy file (config, extra, versions) without building the policy.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a readable policy file, or its metadata is not a JSON object (naming the file).
+        """
+        return _metadata(safe_torch_load(path, FORMAT), path)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (torch's state-dict errors span several), at most 300 characters."""
+    if isinstance(exc, KeyError):
+        return f"missing entry {exc}"
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def _metadata(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed JSON metadata of a loaded policy payload; ``ValueError`` naming ``path`` if it is not an object."""
+    try:
+        meta = json.loads(payload["metadata"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a valid gumbel-rl policy file (metadata: {_one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{path}: not a valid gumbel-rl policy file (metadata is a {type(meta).__name__}, not an object)"
+        )
+    return meta

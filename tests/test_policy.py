@@ -1,5 +1,9 @@
 """GumbelPolicy: SB3's predict protocol, save/load from the file alone, clear errors."""
 
+import json
+import os
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -138,3 +142,88 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_load_error_never_advises_weights_only_false(tmp_path):
+    """A pickle that would run code, and a truncated file: one line naming the file, no torch retry advice."""
+    marker = tmp_path / "ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    malicious = tmp_path / "malicious.pt"
+    torch.save({"format": "gumbel-rl/GumbelPolicy", "obj": RunsCode()}, malicious)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(make_policy().save(tmp_path / "policy.pt").read_bytes()[:-100])
+    for path, detail in (
+        (malicious, r"a Python object \(posix.system\) that gumbel-rl never unpickles"),
+        (truncated, ""),
+    ):
+        for load in (GumbelPolicy.load, GumbelPolicy.read_metadata):
+            with pytest.raises(ValueError) as info:
+                load(path)
+            msg = str(info.value)
+            assert msg.startswith(f"{path}: not a readable gumbel-rl file (truncated or corrupt"), msg
+            assert re.search(detail, msg) and "\n" not in msg and "weights_only" not in msg, msg
+            assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ("{not json", r"metadata: JSONDecodeError"),
+        ("[1, 2]", r"metadata is a list, not an object"),
+        ('{"config": 3}', r"TypeError: metadata 'config' must be a JSON object, got int"),
+        ('{"config": {}}', r"missing entry 'observation_space'"),
+        (None, r"metadata: TypeError"),
+    ],
+)
+def test_bad_metadata_error_names_the_file(tmp_path, metadata, reason):
+    path = make_policy().save(tmp_path / "policy.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["metadata"] = metadata
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: not a valid gumbel-rl policy file (") + reason):
+        GumbelPolicy.load(path)
+    if reason.startswith("metadata"):  # read_metadata checks the metadata itself, not the config
+        with pytest.raises(ValueError, match=re.escape(f"{path}: not a valid gumbel-rl policy file (") + reason):
+            GumbelPolicy.read_metadata(path)
+
+
+def test_bad_config_values_and_weights_name_the_file(tmp_path):
+    policy = make_policy()
+    path = policy.save(tmp_path / "policy.pt")
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["metadata"])
+    meta["config"]["activation"] = "swish"
+    torch.save({**payload, "metadata": json.dumps(meta)}, path)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{path}: not a valid gumbel-rl policy file (ValueError: unknown activation 'swish'"),
+    ):
+        GumbelPolicy.load(path)
+    payload["state_dict"] = {k: v[:1] if v.dim() else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, path)
+    with pytest.raises(ValueError) as info:
+        GumbelPolicy.load(path)
+    assert str(info.value).startswith(f"{path}: not a valid gumbel-rl policy file (RuntimeError: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "what"), [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "-inf")], ids=["nan", "inf", "-inf"]
+)
+def test_predict_refuses_non_finite_observations(bad, what):
+    policy = make_policy()
+    obs = np.zeros(4, dtype=np.float32)
+    obs[2] = bad
+    msg = rf"observation contains {what} at index \(2,\); the policy acts only on finite observations"
+    for deterministic in (True, False):
+        with pytest.raises(ValueError, match=msg):
+            policy.predict(obs, deterministic=deterministic)
+    batch = np.zeros((3, 4), dtype=np.float32)
+    batch[1, 3] = bad
+    with pytest.raises(ValueError, match=rf"observation contains {what} at index \(1, 3\)"):
+        policy.predict(batch)
