@@ -1,58 +1,65 @@
 """Pathwise policy gradients through a differentiable twin of the environment (SHAC-style short-horizon rollouts).
 
-One class, :class:`PathwiseAgent`, registered under ``relaxed``, ``st-gumbel``, ``argmax``, ``reinmax`` and
-``gumbel-rao``: the method name is the Gumbel gradient estimator the policy acts with, and nothing else differs.
+One agent, :class:`PathwiseAgent`, registered under each pathwise estimator of ``gumbel_rl.estimators``
+(``relaxed``, ``st-gumbel``, ``argmax``, ``reinmax``, ``gumbel-rao``): the method name is the Gumbel gradient
+estimator the policy acts with, and nothing else differs.
 
-One iteration (Xu et al. 2022, "Accelerated Policy Learning with Parallel Differentiable Simulation"; Brax APG):
+The algorithm (Xu et al. 2022, "Accelerated Policy Learning with Parallel Differentiable Simulation" (SHAC);
+Brax's APG), one iteration:
 
-1. ``n_envs`` twin environments advance ``horizon`` steps in one batch: observe -> ``policy.act(obs, tau,
-   estimator)`` -> ``twin.step(state, action)``. Soft (``relaxed``) actions go into the twin as they are; the
-   other estimators feed one-hots that carry their gradient. The state at the window start is detached
-   (truncated backprop: no gradient crosses a window boundary); the state itself carries over.
-2. Actor loss, per environment: the discounted sum of training rewards over the window, split at episode ends;
-   a segment that reaches the window end is closed with ``gamma^k V(s_H)``, a truncated episode with ``gamma^k
-   V(final obs)`` (the twin returns the state before reset) and a terminated one with nothing. The loss is minus
-   the sum of those returns, averaged over environments and divided by ``horizon`` (as SHAC does, so that the
-   scale does not grow with the window), minus ``entropy_coef`` times the mean policy entropy. Finished
-   environments are re-drawn with ``twin.reset_done`` (the fresh rows carry no gradient). Gradient-norm clipping,
-   then Adam. With ``actor_horizon`` k < ``horizon`` the same happens every k steps inside the window: running
-   segments are closed with ``gamma^j V(s)`` and the state is detached, so the actor's gradient spans k steps
-   while the critic still learns from the whole window (k = 1: each action is credited with ``r + gamma V(s')``
-   through the twin; the gridworld default, where replaying the later actions from another cell is the wrong
-   counterfactual).
-3. The critic ``V`` (its own MLP and Adam) regresses TD(lambda) targets computed from the window's detached
-   rewards and values, ``critic_epochs`` passes of ``critic_minibatches`` minibatches.
+1. **Window** (:func:`shac_window`). ``n_envs`` twin environments advance ``H = horizon`` steps in one batch,
+   ``a_t = policy.act(o_t, tau, estimator)``, ``s_{t+1} = twin.step(s_t, a_t)``. Soft (``relaxed``) actions go
+   into the twin as they are; the other estimators feed one-hots that carry their gradient. The start state
+   ``s_0`` is detached (truncated backprop: no gradient crosses a window boundary); the state itself carries over
+   to the next window. Finished environments are re-drawn with ``twin.reset_done`` (fresh rows carry no gradient).
+2. **Actor** (:func:`shac_actor_loss`). The window is cut into the actor's segments of ``k = actor_horizon``
+   steps (0 means ``k = H``: one segment, SHAC; the last segment is shorter when ``k`` does not divide ``H``).
+   Per environment the objective is the sum over segments ``[t0, t1)`` of their discounted training rewards,
+   closed with the critic's value at the cut:
 
-Training rewards: CartPole-v1 uses the twin's ``shaped_reward`` of the next state (Gymnasium's constant 1 carries
-no gradient); gridworlds use the twin's own reward. The record still reports real returns: the base class
-evaluates the greedy policy in the real Gymnasium environment. Each iteration consumes ``n_envs * horizon`` env
-steps.
+       J = sum_segments ( sum_{t0 <= t < t1} gamma^(t - t0) r_t  +  gamma^(t1 - t0) V(s_t1) )
+
+   An episode that ends at step ``t`` inside a segment ends the segment there: a terminated episode adds nothing
+   after ``r_t``, a truncated one adds ``gamma^(t + 1 - t0) V(final obs)`` (the observation before the reset),
+   and a new segment starts at the fresh state with ``gamma^0``. At every cut the state is detached, so the
+   actor's gradient spans at most ``k`` steps while the critic still learns from the whole window (``k = 1``:
+   each action is credited with ``r + gamma V(s')`` through the twin; the gridworld default, where replaying
+   later actions from another cell is the wrong counterfactual). The loss divides by ``H`` as SHAC does, so that
+   its scale does not grow with the window, and subtracts an entropy bonus:
+
+       L_actor = -mean_envs(J) / H  -  ent_coef * sum_t mean_envs(entropy(softmax(logits_t))) / H
+
+   followed by gradient-norm clipping (``max_grad_norm``) and Adam.
+3. **Critic** (:func:`critic_loss`). ``V`` (its own MLP and Adam) regresses the TD(lambda) targets ``G_t`` of
+   ``agents.returns.lambda_returns`` computed from the window's detached rewards and values,
+   ``L_V = mean_t (V(s_t) - G_t)^2``, ``critic_epochs`` passes of ``critic_minibatches`` minibatches.
+
+The rewards maximised are ``twin.training_reward`` (CartPole-v1: a smooth shaped surrogate of the next state, as
+Gymnasium's constant 1 carries no gradient; gridworlds: the env reward itself). The record still reports real
+returns: ``rollout/ep_rew_mean`` from the twin's env rewards, and the base class evaluates the greedy policy in
+the real Gymnasium environment. Each iteration consumes ``n_envs * horizon`` env steps.
+
+Nothing here knows which twin it drives: any :class:`envs.DifferentiableEnv` (a learned model too) works.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import torch
 from torch import nn
 
 import envs
-from agents.base import Agent, Config, check_fraction, check_positive
+from agents.base import Agent, Config, check_bool, check_fraction, check_layers, check_positive
+from agents.episodes import EpisodeReturns
 from agents.registry import register_method
+from agents.returns import lambda_returns
+from envs import DifferentiableEnv
+from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 from gumbel_rl.policy import GumbelPolicy, mlp
 from gumbel_rl.schedules import make_schedule
-
-PATHWISE_METHODS: dict[str, str] = {
-    "relaxed": "pathwise gradient through the twin with soft Gumbel-Softmax actions (biased, low variance)",
-    "st-gumbel": "pathwise gradient through the twin with straight-through Gumbel-Softmax (hard sampled actions)",
-    "argmax": "pathwise gradient through the twin with greedy one-hot actions and a softmax straight-through",
-    "reinmax": "pathwise gradient through the twin with ReinMax (second-order straight-through, Liu et al. 2023)",
-    "gumbel-rao": "pathwise gradient through the twin with Gumbel-Rao (k conditional Gumbels, Paulus et al. 2021)",
-}
 
 
 @dataclass
@@ -64,9 +71,10 @@ class PathwiseConfig(Config):
     horizon: int = 32
     """Steps per window; one iteration consumes ``n_envs * horizon`` env steps and makes one actor update."""
     actor_horizon: int = 0
-    """Truncated-backprop length of the actor's gradient: every ``actor_horizon`` steps the running segments are
-    closed with ``gamma^k V(s)`` and the state is detached. 0 means ``horizon`` (SHAC: one segment per window).
-    1 makes the gradient of each action ``r + gamma V(s')`` alone, the one-step lookahead through the twin."""
+    """Truncated-backprop length of the actor's gradient: every ``actor_horizon`` steps (and at the window end) the
+    running segments are closed with ``gamma^k V(s)`` and the state is detached. 0 means ``horizon`` (SHAC: one
+    segment per window). 1 makes the gradient of each action ``r + gamma V(s')`` alone, the one-step lookahead
+    through the twin."""
     gamma: float = 0.99
     """Discount factor in [0, 1)."""
     gae_lambda: float = 0.95
@@ -82,10 +90,10 @@ class PathwiseConfig(Config):
     """Fraction of the learning rates left at the end of the linear decay."""
     max_grad_norm: float = 1.0
     """Clip the policy's gradient to this global L2 norm (the critic's too)."""
-    tau_schedule: Any = field(default_factory=lambda: {"kind": "constant", "tau": 1.0})
+    tau: Any = 1.0
     """Gumbel-Softmax temperature as a function of env steps: a number, or a ``gumbel_rl.schedules`` spec such as
     ``{"kind": "linear", "tau0": 2.0, "tau_end": 0.5, "steps": 100000}``."""
-    entropy_coef: float = 0.0
+    ent_coef: float = 0.0
     """Weight of the policy entropy bonus (mean entropy of softmax(logits) over the window's states)."""
     gumbel_k: int = 10
     """Conditional Gumbel draws of the ``gumbel-rao`` estimator (unused by the others)."""
@@ -116,64 +124,149 @@ class PathwiseConfig(Config):
         check_positive("lr_decay_steps", self.lr_decay_steps, integer=True, allow_zero=True)
         for name in ("learning_rate", "critic_learning_rate", "max_grad_norm"):
             check_positive(name, getattr(self, name))
-        check_positive("entropy_coef", self.entropy_coef, allow_zero=True)
+        check_positive("ent_coef", self.ent_coef, allow_zero=True)
         check_fraction("gamma", self.gamma, closed_high=False)
         check_fraction("gae_lambda", self.gae_lambda)
         check_fraction("lr_final_fraction", self.lr_final_fraction)
-        if not isinstance(self.critic_arch, tuple) or any(
-            not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.critic_arch
-        ):
-            raise ValueError(
-                f"hyperparameter critic_arch must be a list of positive integers (may be empty), got "
-                f"{self.critic_arch!r}"
-            )
-        if not isinstance(self.randomize_start_t, bool):
-            raise ValueError(f"hyperparameter randomize_start_t must be true or false, got {self.randomize_start_t!r}")
+        check_layers("critic_arch", self.critic_arch)
+        check_bool("randomize_start_t", self.randomize_start_t)
         try:
-            make_schedule(self.tau_schedule)
+            make_schedule(self.tau)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"hyperparameter tau_schedule {self.tau_schedule!r} is invalid: {exc}") from None
+            raise ValueError(f"hyperparameter tau: {exc}") from None
 
 
-def lambda_returns(
-    rewards: torch.Tensor,
-    next_values: torch.Tensor,
-    terminated: torch.Tensor,
-    done: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> torch.Tensor:
-    """TD(lambda) targets for the states of a window (no gradient).
+# ---- the losses ------------------------------------------------------------------------------------------------
 
-    ``G_t = r_t + gamma * (1 - terminated_t) * (V(s'_t) if done_t else (1 - lam) V(s'_t) + lam G_{t+1})`` with
-    ``G_H = V(s'_{H-1})``: episodes that end inside the window are cut, truncated ones bootstrap on the value of
-    their final observation.
 
-    Args:
-        rewards, next_values: (H, n_envs) float; ``next_values[t]`` is V of the observation after step t (before
-            any reset).
-        terminated, done: (H, n_envs) bool; ``done = terminated | truncated``.
-    Returns:
-        (H, n_envs) targets.
+class Window(NamedTuple):
+    """One SHAC window of ``H`` steps of ``B`` environments (:func:`shac_window`).
+
+    Only ``objective`` and ``entropy`` carry a graph; everything else is detached data for the critic and the
+    bookkeeping.
     """
-    horizon = rewards.shape[0]
-    out = torch.empty_like(rewards)
-    nxt = next_values[-1]
-    not_term = (~terminated).to(rewards.dtype)
-    for t in range(horizon - 1, -1, -1):
-        blend = torch.where(done[t], next_values[t], (1.0 - lam) * next_values[t] + lam * nxt)
-        out[t] = rewards[t] + gamma * not_term[t] * blend
-        nxt = out[t]
-    return out
+
+    objective: torch.Tensor
+    """(B,) the actor's objective ``J`` per environment: discounted training rewards of its segments, each closed
+    with ``gamma^k V(s)``; differentiable in the policy's parameters."""
+    entropy: torch.Tensor
+    """() the sum over the window's steps of the mean policy entropy (nats); differentiable only if
+    ``entropy_grad``."""
+    observations: torch.Tensor
+    """(H, B, obs_dim) the observation each step acted on."""
+    rewards: torch.Tensor
+    """(H, B) the training rewards (``twin.training_reward``)."""
+    next_values: torch.Tensor
+    """(H, B) ``V`` of the observation each step led to, before any reset."""
+    terminated: torch.Tensor
+    """(H, B) bool."""
+    done: torch.Tensor
+    """(H, B) bool, ``terminated | truncated``."""
+    env_rewards: torch.Tensor
+    """(H, B) the environment's own rewards (for the episode returns)."""
+    next_state: Any
+    """The twin state after the window (environments that finished already re-drawn), detached."""
 
 
-def _detached(state: Any) -> Any:
+def value(critic: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """``V(obs)``, shape (B,), from a critic that maps (B, obs_dim) to (B, 1)."""
+    return critic(obs).squeeze(-1)
+
+
+def detached(state: Any) -> Any:
     """The twin state (a NamedTuple of tensors) with every field detached from the graph."""
     return type(state)(*(x.detach() for x in state))
 
 
-def _state_to_dict(state: Any) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in state._asdict().items()}
+def shac_window(
+    policy: GumbelPolicy,
+    twin: DifferentiableEnv,
+    state: Any,
+    critic: nn.Module,
+    *,
+    horizon: int,
+    actor_horizon: int,
+    gamma: float,
+    tau: float,
+    estimator: str,
+    generator: torch.Generator | None = None,
+    entropy_grad: bool = False,
+) -> Window:
+    """Roll ``policy`` through ``twin`` for ``horizon`` steps from ``state`` and build the actor's objective.
+
+    See the module docstring for ``J``. The start state is detached; every ``actor_horizon`` steps (0: only at
+    the window end; always at the window end) the running segments are closed with ``gamma^k V(s)`` and the
+    state is detached. Episodes that end inside the window restart from ``twin.reset_done``.
+
+    Args:
+        policy: acts with ``policy.act(obs, tau=tau, estimator=estimator, generator=generator)``.
+        twin: any differentiable environment; ``state``: its batched state of ``B`` environments.
+        critic: value network, (B, obs_dim) -> (B, 1); its parameters get no special treatment (restrict the
+            backward to the policy's parameters).
+        horizon: window length ``H`` >= 1; actor_horizon: segment length in [0, H] (0 = H).
+        gamma: discount; tau: Gumbel-Softmax temperature; estimator: a pathwise estimator name.
+        generator: the source of all twin and Gumbel noise (consumed in step order).
+        entropy_grad: keep the entropy's graph (needed when its weight in the loss is not 0).
+    Returns:
+        the :class:`Window`.
+    """
+    cut = actor_horizon or horizon
+    state = detached(state)  # truncated backprop: no gradient from earlier windows
+    obs = twin.observe(state)
+    discount = torch.ones(obs.shape[0], dtype=obs.dtype, device=obs.device)
+    objective = torch.zeros_like(discount)
+    entropy = torch.zeros((), dtype=obs.dtype, device=obs.device)
+    obs_buf, rew_buf, env_rew_buf, nv_buf, term_buf, done_buf = [], [], [], [], [], []
+    for t in range(horizon):
+        obs = twin.observe(state)
+        action, logits = policy.act(obs, tau=tau, estimator=estimator, generator=generator)
+        next_state, env_reward, terminated, truncated = twin.step(state, action, generator=generator)
+        reward = twin.training_reward(state, action, next_state, env_reward)
+        done = terminated | truncated
+        next_value = value(critic, twin.observe(next_state))
+        objective = objective + discount * reward
+        # A truncated episode bootstraps on V(final obs); a terminated one is cut.
+        objective = objective + discount * gamma * truncated.to(reward.dtype) * next_value
+        logp = torch.log_softmax(logits if entropy_grad else logits.detach(), dim=-1)
+        entropy = entropy - (logp.exp() * logp).sum(-1).mean()
+        obs_buf.append(obs.detach())
+        rew_buf.append(reward.detach())
+        env_rew_buf.append(env_reward.detach())
+        nv_buf.append(next_value.detach())
+        term_buf.append(terminated)
+        done_buf.append(done)
+        discount = torch.where(done, torch.ones_like(discount), discount * gamma)
+        state = twin.reset_done(next_state, done, generator=generator)
+        if (t + 1) % cut == 0 or t + 1 == horizon:
+            # Segments still running close on gamma^k V(s) (k: their length so far), and the gradient is cut.
+            live = 1.0 - done.to(discount.dtype)
+            objective = objective + discount * value(critic, twin.observe(state)) * live
+            state = detached(state)
+            discount = torch.ones_like(discount)
+    return Window(
+        objective=objective,
+        entropy=entropy,
+        observations=torch.stack(obs_buf),
+        rewards=torch.stack(rew_buf),
+        next_values=torch.stack(nv_buf),
+        terminated=torch.stack(term_buf),
+        done=torch.stack(done_buf),
+        env_rewards=torch.stack(env_rew_buf),
+        next_state=state,
+    )
+
+
+def shac_actor_loss(window: Window, horizon: int, ent_coef: float) -> torch.Tensor:
+    """SHAC's actor loss ``-mean_envs(J) / H - ent_coef * entropy / H`` (a scalar with the window's graph)."""
+    return -window.objective.mean() / horizon - ent_coef * window.entropy / horizon
+
+
+def critic_loss(critic: nn.Module, obs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Value regression ``mean (V(obs) - targets)^2``; obs (N, obs_dim), targets (N,) without gradient."""
+    return (value(critic, obs) - targets).pow(2).mean()
+
+
+# ---- the agent -------------------------------------------------------------------------------------------------
 
 
 class PathwiseAgent(Agent):
@@ -183,6 +276,7 @@ class PathwiseAgent(Agent):
         twin: the differentiable environment; ``twin_state``: its current batched state (no gradient).
         critic: the value MLP; ``actor_opt`` / ``critic_opt``: their Adam optimisers.
         generator: the ``torch.Generator`` (on ``device``) of all twin and Gumbel noise.
+        episodes: the returns of the training episodes (``rollout/ep_rew_mean``).
     """
 
     config_cls = PathwiseConfig
@@ -194,7 +288,7 @@ class PathwiseAgent(Agent):
         self.twin = envs.make_differentiable(self.env_id, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
-        self.schedule = make_schedule(cfg.tau_schedule)
+        self.schedule = make_schedule(cfg.tau)
         env = gym.make(self.env_id)
         try:
             obs_space, act_space = env.observation_space, env.action_space
@@ -216,29 +310,19 @@ class PathwiseAgent(Agent):
         self.critic = mlp(self.twin.obs_dim, cfg.critic_arch, 1, cfg.activation, out_gain).to(self.device)
         self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_learning_rate)
-        # Training reward: CartPole's shaped surrogate (the env reward is a constant 1), else the twin's own.
-        shaped = getattr(self.twin, "shaped_reward", None)
-        self._reward_fn: Callable[[Any, torch.Tensor], torch.Tensor] = (
-            (lambda next_state, env_reward: shaped(next_state)) if shaped is not None else (lambda _s, r: r)
-        )
-        step_params = inspect.signature(self.twin.step).parameters
-        self._step_kwargs = {"generator": self.generator} if "generator" in step_params else {}
         self.twin_state = self._initial_state()
-        self._episode_return = torch.zeros(cfg.n_envs, device=self.device)
+        self.episodes = EpisodeReturns(cfg.n_envs, device=self.device)
 
     def _initial_state(self) -> Any:
         state = self.twin.reset(self.config.n_envs, generator=self.generator)
-        max_t = getattr(self.twin, "max_episode_steps", None)
+        max_t = self.twin.max_episode_steps
         if self.config.randomize_start_t and max_t:
             t = torch.randint(0, int(max_t), state.t.shape, generator=self.generator, device=self.device)
             state = state._replace(t=t)
         return state
 
-    # ---- helpers ---------------------------------------------------------------------------------------------
-    def _value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
-
     def _set_learning_rates(self) -> float:
+        """Apply the linear learning-rate decay at the current step; returns the policy's learning rate."""
         cfg = self.config
         frac = 1.0
         if cfg.lr_decay_steps > 0:
@@ -249,99 +333,53 @@ class PathwiseAgent(Agent):
                 group["lr"] = lr * frac
         return cfg.learning_rate * frac
 
-    # ---- one iteration ---------------------------------------------------------------------------------------
     def _train_iteration(self) -> tuple[int, dict[str, float]]:
         cfg = self.config
-        n, horizon, gamma = cfg.n_envs, cfg.horizon, cfg.gamma
         tau = float(self.schedule(self.num_env_steps))
         self.policy.tau.fill_(tau)
         lr = self._set_learning_rates()
 
-        # Truncated backprop: the window starts from a detached state.
-        state = _detached(self.twin_state)
-        discount = torch.ones(n, device=self.device)
-        objective = torch.zeros(n, device=self.device)
-        entropy = torch.zeros((), device=self.device)
-        obs_buf, rew_buf, nv_buf, term_buf, done_buf = [], [], [], [], []
-        ep_return = self._episode_return
-        finished_sum = torch.zeros((), device=self.device)
-        finished_count = torch.zeros((), device=self.device)
-        cut = cfg.actor_horizon or horizon
-        for t in range(horizon):
-            obs = self.twin.observe(state)
-            action, logits = self.policy.act(obs, tau=tau, estimator=self.estimator, generator=self.generator)
-            next_state, env_reward, terminated, truncated = self.twin.step(state, action, **self._step_kwargs)
-            reward = self._reward_fn(next_state, env_reward)
-            done = terminated | truncated
-            next_value = self._value(self.twin.observe(next_state))
-            objective = objective + discount * reward
-            # Truncated episodes bootstrap on V(final obs); terminated ones are cut.
-            objective = objective + discount * gamma * truncated.to(reward.dtype) * next_value
-            logp = torch.log_softmax(logits if cfg.entropy_coef > 0 else logits.detach(), dim=-1)
-            entropy = entropy - (logp.exp() * logp).sum(-1).mean()
-            obs_buf.append(obs.detach())
-            rew_buf.append(reward.detach())
-            nv_buf.append(next_value.detach())
-            term_buf.append(terminated)
-            done_buf.append(done)
-            ep_return = ep_return + env_reward.detach()
-            finished_sum = finished_sum + (ep_return * done).sum()
-            finished_count = finished_count + done.sum()
-            ep_return = ep_return.masked_fill(done, 0.0)
-            discount = torch.where(done, torch.ones_like(discount), discount * gamma)
-            state = self.twin.reset_done(next_state, done, self.generator)
-            if (t + 1) % cut == 0:
-                # Segments still running bootstrap on V(s) (gamma^k, k their length so far); the actor's gradient
-                # is cut here (at the window end, and every actor_horizon steps inside it).
-                live = 1.0 - done.to(discount.dtype)
-                objective = objective + discount * self._value(self.twin.observe(state)) * live
-                state = _detached(state)
-                discount = torch.ones_like(discount)
-        actor_loss = -objective.mean() / horizon - cfg.entropy_coef * entropy / horizon
-
+        window = shac_window(
+            self.policy,
+            self.twin,
+            self.twin_state,
+            self.critic,
+            horizon=cfg.horizon,
+            actor_horizon=cfg.actor_horizon,
+            gamma=cfg.gamma,
+            tau=tau,
+            estimator=self.estimator,
+            generator=self.generator,
+            entropy_grad=cfg.ent_coef > 0,
+        )
+        actor_loss = shac_actor_loss(window, cfg.horizon, cfg.ent_coef)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(self.policy.parameters()))
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
         self.actor_opt.step()
-        self.twin_state = state
-        self._episode_return = ep_return
+        self.twin_state = window.next_state
+        for env_reward, done in zip(window.env_rewards, window.done, strict=True):
+            self.episodes.add(env_reward, done)
 
-        critic_loss = self._update_critic(obs_buf, rew_buf, nv_buf, term_buf, done_buf)
-        metrics = {
-            "actor_loss": actor_loss.detach(),
-            "critic_loss": critic_loss,
-            "tau": tau,
-            "learning_rate": lr,
-            "grad_norm": grad_norm,
-            "window_reward": torch.stack(rew_buf).mean(),
-            "entropy": entropy.detach() / horizon,
-        }
-        out = {k: float(v) for k, v in metrics.items()}
-        count = int(finished_count)
-        if count:
-            out["episode_return"] = float(finished_sum) / count
-            out["episodes"] = float(count)
-        return n * horizon, out
-
-    def _update_critic(
-        self,
-        obs_buf: list[torch.Tensor],
-        rew_buf: list[torch.Tensor],
-        nv_buf: list[torch.Tensor],
-        term_buf: list[torch.Tensor],
-        done_buf: list[torch.Tensor],
-    ) -> torch.Tensor:
-        """TD(lambda) regression of the critic on the window's states; returns the last epoch's mean loss."""
-        cfg = self.config
         targets = lambda_returns(
-            torch.stack(rew_buf),
-            torch.stack(nv_buf),
-            torch.stack(term_buf),
-            torch.stack(done_buf),
-            cfg.gamma,
-            cfg.gae_lambda,
-        ).reshape(-1)
-        obs = torch.cat(obs_buf)
+            window.rewards, window.next_values, window.terminated, window.done, cfg.gamma, cfg.gae_lambda
+        )
+        loss_v = self._update_critic(window.observations.flatten(0, 1), targets.reshape(-1))
+        metrics: dict[str, float | torch.Tensor] = {
+            "train/actor_loss": actor_loss.detach(),
+            "train/critic_loss": loss_v,
+            "train/tau": tau,
+            "train/learning_rate": lr,
+            "train/grad_norm": grad_norm,
+            "train/window_reward": window.rewards.mean(),
+            "train/entropy": window.entropy.detach() / cfg.horizon,
+        }
+        return cfg.n_envs * cfg.horizon, {**{k: float(v) for k, v in metrics.items()}, **self.episodes.metrics()}
+
+    def _update_critic(self, obs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``critic_epochs`` passes of ``critic_minibatches`` Adam steps on :func:`critic_loss` over the window's
+        states (obs (N, obs_dim), targets (N,)); returns the last pass's mean loss."""
+        cfg = self.config
         size = obs.shape[0]
         batch = max(1, size // cfg.critic_minibatches)
         last = torch.zeros((), device=self.device)
@@ -350,7 +388,7 @@ class PathwiseAgent(Agent):
             total = torch.zeros((), device=self.device)
             for i in range(cfg.critic_minibatches):
                 idx = perm[i * batch : (i + 1) * batch]
-                loss = (self._value(obs[idx]) - targets[idx]).pow(2).mean()
+                loss = critic_loss(self.critic, obs[idx], targets[idx])
                 self.critic_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
@@ -366,8 +404,8 @@ class PathwiseAgent(Agent):
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "generator": self.generator.get_state(),
-            "twin_state": _state_to_dict(self.twin_state),
-            "episode_return": self._episode_return,
+            "twin_state": {k: v.detach() for k, v in self.twin_state._asdict().items()},
+            "episodes": self.episodes.state_dict(),
         }
 
     def _load_training_state(self, state: dict[str, Any]) -> None:
@@ -376,8 +414,10 @@ class PathwiseAgent(Agent):
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.generator.set_state(state["generator"].cpu())
         self.twin_state = type(self.twin_state)(**state["twin_state"])
-        self._episode_return = state["episode_return"]
+        self.episodes.load_state_dict(state["episodes"])
 
 
-for _name in PATHWISE_METHODS:
-    register_method(_name, PATHWISE_METHODS[_name], needs_twin=True)(PathwiseAgent)
+for _name in PATHWISE_ESTIMATORS:
+    register_method(_name, f"pathwise gradient through the twin with {Estimator(_name).description}", needs_twin=True)(
+        PathwiseAgent
+    )
