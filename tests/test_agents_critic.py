@@ -1,6 +1,9 @@
-"""Tests for the ``<estimator>-critic`` methods (agents/critic.py): learning, env handling, gradients, resume."""
+"""Tests for the ``<estimator>-critic`` methods (agents/critic.py): the losses alone on hand-computable inputs,
+learning, env handling, gradients, determinism, exact resume."""
 
 from __future__ import annotations
+
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -9,12 +12,111 @@ import torch
 
 import envs  # noqa: F401  (registers the gridworlds)
 from agents import Agent, StopTrainingOnSolved, make_agent
-from agents.critic import CriticAgent
-from gumbel_rl.estimators import PATHWISE_ESTIMATORS
+from agents.critic import CriticAgent, critic_loss, entropy, pathwise_actor_loss, soft_q_target, temperature_loss
+from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
 # Small, fast settings for the 5x5 room: updates every 2 env steps, frequent evaluation.
 FAST = {"learning_starts": 200, "batch_size": 64, "train_freq": 2, "eval_every": 250, "net_arch": [32]}
+
+
+class BilinearQ(torch.nn.Module):
+    """A tiny hand-set critic ensemble: ``Q_i(s, a) = s^T M_i a`` for each member ``i`` (features (B, d), action
+    (B, n) -> (members, B))."""
+
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__()
+        self.m = torch.nn.Parameter(m)  # (members, d, n)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bd,idn,bn->ib", features, self.m, action)
+
+
+# Two members, one feature, two actions: on s = 1, Q_1 = (1, 3) and Q_2 = (2, 0), so min_i Q_i = (1, 0).
+TWO_CRITICS = torch.tensor([[[1.0, 3.0]], [[2.0, 0.0]]])
+PI = torch.tensor([0.25, 0.75])
+H_PI = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))  # 0.5623 nats
+
+
+def test_soft_q_target_by_hand() -> None:
+    """y = r + discount (1 - terminated) [sum_a' pi(a') min_i Q_i(s', a') + alpha H(pi)], V = 0.25 * 1 + 0.75 * 0."""
+    critic = BilinearQ(TWO_CRITICS.clone())
+    logits = PI.log().expand(3, 2)
+    reward, discount = torch.tensor([1.0, 1.0, -2.0]), torch.tensor([0.9, 0.9, 0.81])
+    terminated, alpha = torch.tensor([0.0, 1.0, 0.0]), torch.tensor(0.5)
+    args = (critic, logits, torch.ones(3, 1), reward, discount, terminated, alpha)
+    y = soft_q_target(*args, soft=True)
+    expected = [1.0 + 0.9 * (0.25 + 0.5 * H_PI), 1.0, -2.0 + 0.81 * (0.25 + 0.5 * H_PI)]
+    assert y.tolist() == pytest.approx(expected, rel=1e-6) and not y.requires_grad
+    y_hard = soft_q_target(*args, soft=False)
+    assert y_hard.tolist() == pytest.approx([1.0 + 0.9 * 0.25, 1.0, -2.0 + 0.81 * 0.25], rel=1e-6)
+
+
+def test_soft_q_target_matches_a_direct_sum_on_random_inputs() -> None:
+    gen = torch.Generator().manual_seed(0)
+    members, b, d, n = 3, 5, 4, 3
+    critic = BilinearQ(torch.randn(members, d, n, generator=gen))
+    f_next, logits = torch.randn(b, d, generator=gen), torch.randn(b, n, generator=gen)
+    reward, discount = torch.randn(b, generator=gen), torch.rand(b, generator=gen)
+    terminated, alpha = (torch.rand(b, generator=gen) < 0.5).float(), torch.tensor(0.3)
+    y = soft_q_target(critic, logits, f_next, reward, discount, terminated, alpha, soft=True)
+    for k in range(b):
+        pi = torch.softmax(logits[k], -1)
+        q_min = torch.stack([f_next[k] @ critic.m[i] for i in range(members)]).amin(0)
+        v = (pi * q_min).sum() - 0.3 * (pi * pi.log()).sum()
+        assert y[k].item() == pytest.approx((reward[k] + discount[k] * (1 - terminated[k]) * v).item(), abs=1e-5)
+
+
+def test_critic_loss_by_hand() -> None:
+    """Actions (0, 1) on s = 1: Q_1 = (1, 3), Q_2 = (2, 0); y = (0, 1). Loss = 0.5 (1 + 4) / 2 + 0.5 (4 + 1) / 2;
+    d loss / d Q_ib = (Q_ib - y_b) / B."""
+    critic = BilinearQ(TWO_CRITICS.clone())
+    loss, q = critic_loss(critic, torch.ones(2, 1), torch.eye(2), torch.tensor([0.0, 1.0]))
+    assert loss.item() == pytest.approx(2.5) and q.tolist() == [[1.0, 3.0], [2.0, 0.0]] and not q.requires_grad
+    loss.backward()
+    # d Q_ib / d M_i[0, a_b] = 1: the gradient of M_i is ((Q_i0 - y_0) / 2, (Q_i1 - y_1) / 2).
+    assert critic.m.grad.tolist() == [[[0.5, 1.0]], [[1.0, -0.5]]]
+
+
+@pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
+def test_pathwise_actor_loss_gradient_reaches_only_the_policy(estimator: str) -> None:
+    """The critic's parameters get no gradient (and stay trainable); the logits get one through the action."""
+    critic = BilinearQ(TWO_CRITICS.clone())
+    logits = torch.tensor([[0.3, -0.2], [1.0, 0.5], [-0.4, 0.0]], requires_grad=True)
+    gen = torch.Generator().manual_seed(0)
+    loss, h = pathwise_actor_loss(critic, logits, torch.ones(3, 1), estimator, 1.0, 10, gen, torch.tensor(0.0))
+    loss.backward()
+    assert critic.m.grad is None and critic.m.requires_grad
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert torch.allclose(h, entropy(logits.detach()))
+
+
+def test_pathwise_actor_loss_by_hand() -> None:
+    """argmax (greedy action, no noise): loss = -mean_b [min_i Q_i(s_b, argmax) + alpha H_b]. With a critic that
+    ignores the action the only gradient is the entropy's: -alpha dH/dlogits / B."""
+    critic = BilinearQ(TWO_CRITICS.clone())
+    logits = torch.stack([PI.log(), PI.log().flip(0)]).requires_grad_(True)  # greedy actions 1 and 0
+    loss, h = pathwise_actor_loss(critic, logits, torch.ones(2, 1), "argmax", 1.0, 10, None, torch.tensor(0.5))
+    assert h.tolist() == pytest.approx([H_PI, H_PI], rel=1e-6)
+    assert loss.item() == pytest.approx(-((0.0 + 0.5 * H_PI) + (1.0 + 0.5 * H_PI)) / 2, rel=1e-6)
+    flat = BilinearQ(torch.ones(2, 1, 3))  # Q = 1 for every action
+    logits = torch.tensor([[0.3, -0.2, 1.0], [0.0, 2.0, -1.0]], requires_grad=True)
+    loss, _ = pathwise_actor_loss(flat, logits, torch.ones(2, 1), "st-gumbel", 1.0, 10, None, torch.tensor(0.5))
+    loss.backward()
+    x = logits.detach().requires_grad_(True)
+    (-0.5 * entropy(x)).mean().backward()
+    assert torch.allclose(logits.grad, x.grad, atol=1e-6)
+
+
+def test_temperature_loss_gradient_sign() -> None:
+    """d loss / d log_alpha = mean H - target: positive above the target (a descent step lowers alpha), negative
+    below (raises it); the entropy receives no gradient."""
+    for h_value, sign in ((0.6, 1.0), (0.2, -1.0)):
+        log_alpha = torch.tensor(math.log(0.1), requires_grad=True)
+        h = torch.full((4,), h_value, requires_grad=True)
+        temperature_loss(log_alpha, h, 0.4).backward()
+        assert log_alpha.grad.item() == pytest.approx(h_value - 0.4) and math.copysign(1.0, log_alpha.grad) == sign
+        assert h.grad is None
 
 
 @pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
@@ -47,7 +149,7 @@ def test_learns_frozen_lake_without_twin() -> None:
     agent = make_agent("st-gumbel-critic", FROZEN_DET, seed=0, target_entropy=0.5, **hp)
     agent.learn(6_000, callback=StopTrainingOnSolved())
     assert agent.solved and agent.last_eval.mean == 1.0
-    assert agent.episodes > 100
+    assert agent.episode_returns.episodes > 100
 
 
 def _rollout(env_id: str, steps: int, n_envs: int = 1, seed: int = 0) -> CriticAgent:
@@ -89,7 +191,7 @@ def test_buffer_holds_real_transitions_terminated_vs_truncated() -> None:
         else:
             assert obs[t + 1] == nxt[t]  # same episode continues
     assert n_term >= 5 and n_trunc >= 5
-    assert agent.episodes == n_term + n_trunc + (1 if done[n - 1] or length + 1 == 32 else 0)
+    assert agent.episode_returns.episodes == n_term + n_trunc + (1 if done[n - 1] or length + 1 == 32 else 0)
 
 
 def test_buffer_cartpole_physics_two_envs() -> None:
@@ -97,7 +199,7 @@ def test_buffer_cartpole_physics_two_envs() -> None:
     done is its termination rule -- so no reset observation is ever stored as a successor."""
     agent = _rollout("CartPole-v1", 400, n_envs=2)
     buf = agent.buffer
-    assert buf.size == 400 and agent.episodes >= 10
+    assert buf.size == 400 and agent.episode_returns.episodes >= 10
     sim = gym.make("CartPole-v1").unwrapped
     sim.reset(seed=0)
     for i in range(buf.size):
@@ -105,54 +207,22 @@ def test_buffer_cartpole_physics_two_envs() -> None:
         s2, _, term, _, _ = sim.step(int(buf.action[i]))
         np.testing.assert_allclose(buf.next_obs[i].numpy(), s2, rtol=1e-5, atol=1e-6)
         assert buf.terminated[i].item() == float(term)
-    assert buf.terminated[: buf.size].sum().item() == agent.episodes  # random play never reaches 500 steps
-
-
-def test_n_step_returns_follow_each_episode() -> None:
-    """Two copies (stride 2), capacity 6, after 4 steps (the first overwritten): copy 0 terminates at t=1, copy 1
-    is truncated at t=2. Each 3-step sample sums its episode's discounted rewards up to the episode's end or the
-    newest transition, and bootstraps from the last one followed (gamma = 0.5)."""
-    from agents.critic import ReplayBuffer
-
-    buf = ReplayBuffer(6, gym.spaces.Box(-100, 100, (1,)), torch.device("cpu"), stride=2)
-    for t in range(4):
-        buf.add(
-            obs=np.array([[t], [10 + t]]),
-            action=np.array([0, 1]),
-            reward=np.array([1.0, 2.0]),
-            next_obs=np.array([[t + 1], [11 + t]]),
-            terminated=np.array([t == 1, False]),
-            done=np.array([t == 1, t == 2]),
-        )
-    # obs -> (n-step reward, next obs, terminated, discount)
-    expected = {
-        1: (1.0, 2, 1.0, 0.5),  # terminated here: nothing follows
-        2: (1.0 + 0.5, 4, 0.0, 0.25),  # t=3 is the newest transition of copy 0
-        3: (1.0, 4, 0.0, 0.5),
-        11: (2.0 + 0.5 * 2.0, 13, 0.0, 0.25),  # truncated at t=2: stops there, bootstraps from 13
-        12: (2.0, 13, 0.0, 0.5),
-        13: (2.0, 14, 0.0, 0.5),
-    }
-    gen = torch.Generator().manual_seed(0)
-    obs, _, reward, next_obs, terminated, discount = buf.sample(300, gen, n_step=3, gamma=0.5)
-    seen = set()
-    for o, *got in torch.stack([obs[:, 0], reward, next_obs[:, 0], terminated, discount], 1).tolist():
-        seen.add(int(o))
-        assert got == pytest.approx(expected[int(o)]), o
-    assert seen == set(expected)  # 0 and 10 were overwritten
-    # n_step = 1: the stored transitions, discount left to the caller.
-    obs, _, reward, next_obs, _, discount = buf.sample(50, gen)
-    assert discount is None and torch.equal(next_obs, obs + 1) and torch.equal(reward, 1.0 + (obs[:, 0] >= 10))
+    # Random play never reaches 500 steps: every episode ended by termination.
+    assert buf.terminated[: buf.size].sum().item() == agent.episode_returns.episodes
 
 
 def test_actor_gradient_only_through_action() -> None:
+    """In the agent: an actor step moves the policy and leaves the critic (weights, gradients, trainability) alone;
+    with the action cut out of the critic, no estimator gives the policy any gradient."""
     agent = make_agent("st-gumbel-critic", EMPTY, seed=3, learning_starts=100, batch_size=32, eval_every=10**6)
     agent.learn(300)  # fills the buffer and makes a few updates
-    features = agent._features(agent.buffer.sample(32, agent.generator)[0])
+    features = agent._features(agent.buffer.sample(32, agent.generator).obs)
     critic_before = [p.detach().clone() for p in agent.critic_params]
     grads_before = [None if p.grad is None else p.grad.clone() for p in agent.critic_params]
     policy_before = [p.detach().clone() for p in agent.actor_params]
-    agent._actor_step(features, tau=1.0)
+    alpha = agent.log_alpha.detach().exp()
+    loss, _ = pathwise_actor_loss(agent.critic, agent.policy(features), features, "st-gumbel", 1.0, 10, None, alpha)
+    agent._step(agent.actor_opt, loss, agent.actor_params)
     # The critic is untouched: same weights, same gradients, still trainable afterwards.
     for p, w, g in zip(agent.critic_params, critic_before, grads_before, strict=True):
         assert torch.equal(p, w) and p.requires_grad
@@ -161,15 +231,13 @@ def test_actor_gradient_only_through_action() -> None:
     # Cut the action out of the critic (zero its input weights): then the actor gets no gradient at all.
     with torch.no_grad():
         agent.critic.weights[0][:, agent.policy.obs_dim :, :] = 0.0
-    logits = agent.policy(features)
-    from gumbel_rl.estimators import sample_action
-
     for estimator in PATHWISE_ESTIMATORS:
         agent.policy.zero_grad()
-        a = sample_action(agent.policy(features), estimator, 1.0, generator=agent.generator)
-        (-agent.critic(features, a).amin(0).mean()).backward()
+        logits = agent.policy(features)
+        loss, _ = pathwise_actor_loss(agent.critic, logits, features, estimator, 1.0, 10, agent.generator, alpha * 0)
+        loss.backward()
+        assert logits.requires_grad
         assert all(p.grad is None or not p.grad.any() for p in agent.actor_params), estimator
-    assert logits.requires_grad
 
 
 def _weights(agent: Agent) -> list[torch.Tensor]:
@@ -177,7 +245,7 @@ def _weights(agent: Agent) -> list[torch.Tensor]:
 
 
 def _record(agent: Agent) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "wall_s"} for row in agent.record]
+    return [{k: v for k, v in row.items() if k != "time/train_seconds"} for row in agent.record]
 
 
 def test_same_seed_same_results() -> None:
@@ -212,6 +280,22 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
     for key in ("obs", "action", "reward", "next_obs", "terminated", "done"):
         assert torch.equal(getattr(resumed.buffer, key), getattr(full.buffer, key)), key
     assert np.array_equal(resumed.obs, full.obs)
+    a, b = resumed.episode_returns.state_dict(), full.episode_returns.state_dict()
+    assert torch.equal(a["running"], b["running"]) and a["recent"] == b["recent"] and a["episodes"] == b["episodes"]
+
+
+def test_metrics_named_with_prefixes_and_close_twice() -> None:
+    agent = make_agent("st-gumbel-critic", EMPTY, seed=0, ent_coef=0.2, **FAST)
+    with agent:
+        agent.learn(600)
+    row = agent.record[-1]
+    train = {"train/critic_loss", "train/q_mean", "train/actor_loss", "train/entropy", "train/ent_coef", "train/tau"}
+    assert train | {"rollout/ep_rew_mean", "rollout/episodes"} <= set(row)
+    assert row["train/ent_coef"] == pytest.approx(0.2) and row["train/tau"] == 1.0
+    assert row["rollout/episodes"] == agent.episode_returns.episodes > 0
+    assert 0 < row["train/entropy"] <= math.log(4) + 1e-6  # four actions
+    assert all(not k.startswith("train/") or k == "train/tau" for k in agent.record[0])  # no update yet at step 2
+    agent.close()  # already closed by the with block: a no-op
 
 
 def test_resume_detects_mismatched_environment(tmp_path) -> None:
@@ -226,8 +310,10 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("hp", "name"),
     [
-        ({"actor_lr": -1e-3}, "actor_lr"),
-        ({"critic_lr": 0}, "critic_lr"),
+        ({"learning_rate": -1e-3}, "learning_rate"),
+        ({"critic_learning_rate": 0}, "critic_learning_rate"),
+        ({"ent_coef_learning_rate": 0}, "ent_coef_learning_rate"),
+        ({"gumbel_k": 0}, "gumbel_k"),
         ({"tau": 0.0}, "tau"),
         ({"tau": {"kind": "cosine"}}, "tau"),
         ({"gamma": 1.5}, "gamma"),
@@ -236,6 +322,7 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
         ({"polyak": 0}, "polyak"),
         ({"batch_size": 2.5}, "batch_size"),
         ({"critic_arch": [64, -1]}, "critic_arch"),
+        ({"critic_arch": []}, "critic_arch"),
         ({"critic_activation": "sigmoid"}, "critic_activation"),
         ({"ent_coef": -0.1}, "ent_coef"),
         ({"ent_coef": "auto_x"}, "ent_coef"),
@@ -254,6 +341,8 @@ def test_methods_registered_without_twin() -> None:
 
     names = [f"{e}-critic" for e in PATHWISE_ESTIMATORS]
     assert all(METHODS[n].agent_cls is CriticAgent and not METHODS[n].needs_twin for n in names)
+    assert all(METHODS[f"{e}-critic"].description.startswith(Estimator(e).description) for e in PATHWISE_ESTIMATORS)
+    assert "reinforce-critic" not in METHODS
     assert set(names) <= set(methods_for("FrozenLake-v1"))
     agent = make_agent("gumbel-rao-critic", EMPTY, learning_starts=10**6, eval_every=10**6)
     assert agent.estimator == "gumbel-rao" and agent.policy.estimator == "gumbel-rao"
