@@ -82,7 +82,8 @@ _U_HIGH = np.nextafter(1.0, 0.0)
 
 def clip_uniforms(u: np.ndarray) -> np.ndarray:
     """``u`` clipped into the open interval (0, 1), so that ``-log(-log(u))`` is finite."""
-    return np.clip(u, _U_LOW, _U_HIGH)
+    clipped: np.ndarray = np.clip(u, _U_LOW, _U_HIGH)
+    return clipped
 
 
 def gumbel_argmax(log_p: np.ndarray, u: np.ndarray) -> int:
@@ -268,7 +269,7 @@ class GridWorld(gym.Env):
             return obs
         return np.array(divmod(self.s, self.ncol), dtype=np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Start an episode; ``info["start_uniforms"]`` holds the ``n_cells`` uniforms the start was drawn from."""
         super().reset(seed=seed)
         u = self.np_random.random(self.n_cells)

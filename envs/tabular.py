@@ -53,7 +53,7 @@ def _states_list(mask: np.ndarray, limit: int = 8) -> str:
 
 def _backward_closure(adj: np.ndarray, target: np.ndarray) -> np.ndarray:
     """States from which ``target`` is reachable along ``adj`` (``adj[s, t]``: edge s -> t), target too."""
-    reach = target.copy()
+    reach: np.ndarray = target.copy()
     while True:
         new = reach | adj[:, reach].any(axis=1)
         if np.array_equal(new, reach):
@@ -63,7 +63,7 @@ def _backward_closure(adj: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _forward_closure(adj: np.ndarray, start: np.ndarray) -> np.ndarray:
     """States reachable from ``start`` along ``adj``, start included."""
-    reach = start.copy()
+    reach: np.ndarray = start.copy()
     while True:
         new = reach | adj[reach].any(axis=0)
         if np.array_equal(new, reach):
@@ -247,7 +247,13 @@ class TabularModel:
 
         spec = getattr(env, "spec", None)
         max_steps = getattr(spec, "max_episode_steps", None)
-        return cls(P=P, R=R, terminal=terminal, initial=initial, max_episode_steps=max_steps)
+        return cls(
+            P=torch.from_numpy(P),
+            R=torch.from_numpy(R),
+            terminal=torch.from_numpy(terminal),
+            initial=torch.from_numpy(initial),
+            max_episode_steps=max_steps,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,7 +308,7 @@ def _proper_greedy(P: np.ndarray, terminal: np.ndarray, q: np.ndarray, tie_tol: 
     probability, and takes the best such action. A policy greedy w.r.t. the optimal values that terminates
     with probability 1 is optimal (stochastic shortest paths). States never levelled keep the argmax.
     """
-    policy = q.argmax(axis=1)
+    policy: np.ndarray = q.argmax(axis=1)
     near_opt = q >= q.max(axis=1, keepdims=True) - tie_tol
     levelled = terminal.copy()
     while True:
@@ -403,9 +409,10 @@ def value_iteration(
     )
 
 
-def _check_policy(model: TabularModel, policy_probs: Any, horizon: int | None) -> torch.Tensor:
-    if not isinstance(policy_probs, torch.Tensor):
-        policy_probs = _as_f64(policy_probs, "policy_probs")
+def _check_policy(model: TabularModel, policy_probs_in: Any, horizon: int | None) -> torch.Tensor:
+    policy_probs = (
+        policy_probs_in if isinstance(policy_probs_in, torch.Tensor) else _as_f64(policy_probs_in, "policy_probs")
+    )
     S, A = model.n_states, model.n_actions
     shape = tuple(policy_probs.shape)
     ok = shape == (S, A) or (horizon is not None and shape == (horizon, S, A))
@@ -494,4 +501,5 @@ def policy_return(
     r_pi = (pi[idx] * R[idx]).sum(dim=1)
     M = torch.eye(idx.numel(), dtype=torch.float64) - gamma * P_pi
     v = torch.linalg.solve(M, r_pi)
-    return initial[idx] @ v
+    value: torch.Tensor = initial[idx] @ v
+    return value

@@ -9,11 +9,16 @@ distribution), whose density is what the ``relaxed`` estimator samples from.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch.distributions import OneHotCategorical, RelaxedOneHotCategorical
 
 from gumbel_rl.estimators import check_estimator, sample_action
 from gumbel_rl.gumbel import _check_tau, _one_hot, check_logits, gumbel_max
+
+_Size = torch.Size | list[int] | tuple[int, ...]
+"""A sample or batch shape, as ``torch.distributions`` accepts it."""
 
 
 class GumbelCategorical(OneHotCategorical):
@@ -48,18 +53,18 @@ class GumbelCategorical(OneHotCategorical):
         self.generator = generator
         super().__init__(logits=logits, validate_args=validate_args)
 
-    def _expanded_logits(self, sample_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    def _expanded_logits(self, sample_shape: _Size) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         return self.logits.expand(shape)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def sample(self, sample_shape: _Size = ()) -> torch.Tensor:
         """Exact one-hot samples (Gumbel-Max), without gradient."""
         with torch.no_grad():
             logits = self._expanded_logits(sample_shape)
             index = gumbel_max(logits, generator=self.generator, validate=False).unsqueeze(-1)
             return _one_hot(index, logits, -1)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def rsample(self, sample_shape: _Size = ()) -> torch.Tensor:
         """One-hot (soft for ``relaxed``) samples carrying the estimator's gradient to ``logits``."""
         return sample_action(
             self._expanded_logits(sample_shape),
@@ -75,9 +80,11 @@ class GumbelCategorical(OneHotCategorical):
         """The Concrete / Gumbel-Softmax distribution at this temperature (``torch.distributions``)."""
         return RelaxedOneHotCategorical(torch.tensor(self.tau, dtype=self.logits.dtype), logits=self.logits)
 
-    def expand(self, batch_shape, _instance=None):  # noqa: D102 - same contract as torch.distributions
-        new = self._get_checked_instance(GumbelCategorical, _instance)
-        new = super().expand(batch_shape, _instance=new)
+    def expand(self, batch_shape: _Size, _instance: GumbelCategorical | None = None) -> GumbelCategorical:
+        """The same distribution over a larger batch shape (the contract of ``torch.distributions``)."""
+        # torch leaves these two untyped; they return a GumbelCategorical here.
+        new = self._get_checked_instance(GumbelCategorical, _instance)  # type: ignore[no-untyped-call]
+        new = cast(GumbelCategorical, super().expand(batch_shape, _instance=new))  # type: ignore[no-untyped-call]
         new.estimator, new.tau, new.k, new.generator = self.estimator, self.tau, self.k, self.generator
         return new
 

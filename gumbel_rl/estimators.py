@@ -19,6 +19,7 @@ name            forward                                             backward (d 
 from __future__ import annotations
 
 import enum
+from typing import Any, cast
 
 import torch
 
@@ -106,14 +107,14 @@ class _ReinMax(torch.autograd.Function):
     :func:`gumbel_rl.gumbel.softmax_tau`, so the gradient is finite for any ``tau > 0``."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:
         d = _one_hot(index, logits, -1)
         ctx.save_for_backward(logits, d)
         ctx.tau = tau
         return d
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, d = ctx.saved_tensors
         dtype = logits.dtype
         logits, d, grad = _upcast(logits), _upcast(d), _upcast(grad)
@@ -198,7 +199,8 @@ def sample_action(
     if estimator == "reinforce" or not (torch.is_grad_enabled() and logits.requires_grad):
         return _one_hot(index, logits.detach(), -1)
     if estimator == "reinmax":
-        return _ReinMax.apply(logits, index, tau)
+        # torch types ``Function.apply`` as untyped (``*args: Any``); it returns forward's tensor.
+        return cast(torch.Tensor, _ReinMax.apply(logits, index, tau))  # type: ignore[no-untyped-call]
     if estimator == "gumbel-rao":
         noise = conditional_gumbel(logits, index, k, generator)
         z = _upcast(logits) + noise  # (k, ..., n)

@@ -26,7 +26,7 @@ def _new_file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; when the block succeeds, publish it as ``path`` atomically.
 
     On success the temporary file is fsynced, given the permissions a new file would get (0666 less the umask;
@@ -49,14 +49,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(text.encode("utf-8"))
     return Path(path)
 
 
-def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+def atomic_torch_save(payload: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(payload)`` to ``path`` atomically: an interrupted save never leaves a truncated file."""
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -77,7 +77,7 @@ def _load_failure(exc: BaseException) -> str:
     return "truncated or corrupt"
 
 
-def safe_torch_load(path: str | os.PathLike, expected_format: str) -> dict[str, Any]:
+def safe_torch_load(path: str | os.PathLike[str], expected_format: str) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a dict tagged ``format == expected_format``.
 
     Raises:

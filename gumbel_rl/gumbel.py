@@ -22,6 +22,7 @@ Numerical care, so that results are finite for every floating dtype, temperature
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 
@@ -80,12 +81,12 @@ class _SaturatingUpcast(torch.autograd.Function):
     saturated to its largest finite value (a gradient of order ``1 / tau`` overflows float16 for ``tau < 1e-4``)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ctx.in_dtype = x.dtype
         return x.to(dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         fmax = torch.finfo(ctx.in_dtype).max
         return grad.clamp(-fmax, fmax).to(ctx.in_dtype), None
 
@@ -97,7 +98,8 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     if nd == x.dtype:
         return x
     if torch.is_grad_enabled() and x.requires_grad:
-        return _SaturatingUpcast.apply(x, nd)
+        # torch types ``Function.apply`` as untyped (``*args: Any``); it returns forward's tensor.
+        return cast(torch.Tensor, _SaturatingUpcast.apply(x, nd))  # type: ignore[no-untyped-call]
     return x.to(nd)
 
 

@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def space_to_dict(space: gym.Space) -> dict[str, Any]:
+def space_to_dict(space: gym.Space[Any]) -> dict[str, Any]:
     """JSON-able description of a ``Box`` or ``Discrete`` space (inverse: :func:`space_from_dict`)."""
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
@@ -67,7 +67,7 @@ def space_to_dict(space: gym.Space) -> dict[str, Any]:
     raise ValueError(f"unsupported space {space}; supported: Box, Discrete")
 
 
-def space_from_dict(d: dict[str, Any]) -> gym.Space:
+def space_from_dict(d: dict[str, Any]) -> gym.Space[Any]:
     """Rebuild a space written by :func:`space_to_dict`."""
     if d["type"] == "Discrete":
         return gym.spaces.Discrete(d["n"], start=d["start"])
@@ -81,7 +81,7 @@ def space_from_dict(d: dict[str, Any]) -> gym.Space:
     raise ValueError(f"unsupported space type {d['type']!r}; supported: Box, Discrete")
 
 
-def features_dim(observation_space: gym.Space) -> int:
+def features_dim(observation_space: gym.Space[Any]) -> int:
     """Length of the feature vector the network sees: ``n`` (one-hot) for Discrete, ``prod(shape)`` for Box."""
     if isinstance(observation_space, gym.spaces.Discrete):
         return int(observation_space.n)
@@ -134,10 +134,12 @@ class GumbelPolicy(nn.Module):
         ValueError: unsupported spaces, bad architecture, unknown activation or estimator, tau <= 0.
     """
 
+    tau: torch.Tensor  # the registered buffer (0-dim), declared for type checkers
+
     def __init__(
         self,
-        observation_space: gym.Space,
-        action_space: gym.Space,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         net_arch: Sequence[int] = (64, 64),
         activation: str = "tanh",
         estimator: str = "st-gumbel",
@@ -177,7 +179,8 @@ class GumbelPolicy(nn.Module):
         """Logits (..., n_actions) for features (..., obs_dim) (see :meth:`obs_to_tensor`)."""
         if features.shape[-1] != self.obs_dim:
             raise ValueError(f"features have last dimension {features.shape[-1]}, policy expects {self.obs_dim}")
-        return self.net(features)
+        logits: torch.Tensor = self.net(features)
+        return logits
 
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Return ``logits`` if they fit this policy (last dimension ``n_actions``, no NaN), else ``ValueError``."""
@@ -187,7 +190,9 @@ class GumbelPolicy(nn.Module):
         check_logits(logits)
         return logits
 
-    def distribution(self, features: torch.Tensor, tau: float | None = None, estimator: str | None = None):
+    def distribution(
+        self, features: torch.Tensor, tau: float | None = None, estimator: str | None = None
+    ) -> GumbelCategorical:
         """The :class:`GumbelCategorical` over actions for ``features``."""
         return self.distribution_from_logits(self(features), tau=tau, estimator=estimator)
 
@@ -296,7 +301,7 @@ class GumbelPolicy(nn.Module):
             "k": self.k,
         }
 
-    def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
         """Write the policy to ``path`` atomically (a temporary file renamed over it). Returns the path.
 
         ``extra`` is JSON-able metadata stored alongside (e.g. the env id and training settings).
@@ -326,7 +331,7 @@ class GumbelPolicy(nn.Module):
         return atomic_torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> GumbelPolicy:
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> GumbelPolicy:
         """Rebuild a policy from a file written by :meth:`save` (``torch.load(..., weights_only=True)``).
 
         Raises:
@@ -359,7 +364,7 @@ class GumbelPolicy(nn.Module):
         return policy.to(resolve_device(device))
 
     @staticmethod
-    def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         """The JSON metadata of a policy file (config, extra, versions) without building the policy.
 
         Raises:

@@ -80,7 +80,7 @@ class LinearSchedule:
 
 
 Schedule = ConstantSchedule | ExponentialSchedule | LinearSchedule
-SCHEDULES: dict[str, type] = {
+SCHEDULES: dict[str, type[Schedule]] = {
     "constant": ConstantSchedule,
     "exponential": ExponentialSchedule,
     "linear": LinearSchedule,
