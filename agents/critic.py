@@ -203,7 +203,7 @@ class EnsembleQ(nn.Module):
 # ---- the losses ----------------------------------------------------------------------------------------------
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Exact entropy (nats) of ``Categorical(softmax(logits))`` along the last dimension: (..., n) -> (...)."""
     logp = torch.log_softmax(logits, -1)
     return -(logp.exp() * logp).sum(-1)
@@ -233,7 +233,7 @@ def soft_q_target(
     q_next = critic_target(features_next.repeat_interleave(n_act, 0), every_action).amin(0).view(batch, n_act)
     v_next = (torch.softmax(policy_logits_next, -1) * q_next).sum(-1)
     if soft:
-        v_next = v_next + alpha * entropy(policy_logits_next)
+        v_next = v_next + alpha * categorical_entropy(policy_logits_next)
     return reward + discount * (1.0 - terminated) * v_next
 
 
@@ -269,7 +269,7 @@ def pathwise_actor_loss(
     action = sample_action(logits, estimator, tau, k=gumbel_k, generator=generator, validate=False)
     fixed = {name: p.detach() for name, p in critic.named_parameters()}
     q = torch.func.functional_call(critic, fixed, (features, action)).amin(0)
-    h = entropy(logits)
+    h = categorical_entropy(logits)
     return -(q + alpha.detach() * h).mean(), h
 
 
@@ -372,9 +372,9 @@ class CriticAgent(Agent):
         for i, a in enumerate(actions):
             self.episode_actions[i].append(int(a))
         if done.any():
-            for i, seed in zip(np.flatnonzero(done), self._draw_seeds(int(done.sum())), strict=True):
-                self.episode_seeds[i] = seed
-                self.episode_actions[i] = []
+            for copy_index, seed in zip(np.flatnonzero(done), self._draw_seeds(int(done.sum())), strict=True):
+                self.episode_seeds[copy_index] = seed
+                self.episode_actions[copy_index] = []
             reset_obs, _ = self.envs.reset(seed=list(self.episode_seeds), options={"reset_mask": done})
             next_obs = np.where(done.reshape(-1, *[1] * (np.ndim(next_obs) - 1)), reset_obs, next_obs)
         self.obs = next_obs
@@ -397,7 +397,7 @@ class CriticAgent(Agent):
         metrics.update(self.episode_returns.metrics())
         return steps, metrics
 
-    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm > 0:
@@ -413,16 +413,8 @@ class CriticAgent(Agent):
 
         with torch.no_grad():
             logits_next = self.policy(f_next)
-        y = soft_q_target(
-            self.critic_target,
-            logits_next,
-            f_next,
-            batch.reward,
-            batch.discount,
-            batch.terminated,
-            alpha,
-            cfg.soft_target,
-        )
+        r, discount, terminated = batch.reward, batch.discount, batch.terminated
+        y = soft_q_target(self.critic_target, logits_next, f_next, r, discount, terminated, alpha, cfg.soft_target)
         loss_q, q = critic_loss(self.critic, f, self.eye[batch.action], y)
         self._step(self.critic_opt, loss_q, self.critic_params)
         self.n_updates += 1
@@ -519,8 +511,8 @@ __all__ = [
     "CriticAgent",
     "CriticConfig",
     "EnsembleQ",
+    "categorical_entropy",
     "critic_loss",
-    "entropy",
     "initial_alpha",
     "pathwise_actor_loss",
     "soft_q_target",

@@ -12,7 +12,14 @@ import torch
 
 import envs  # noqa: F401  (registers the gridworlds)
 from agents import Agent, StopTrainingOnSolved, make_agent
-from agents.critic import CriticAgent, critic_loss, entropy, pathwise_actor_loss, soft_q_target, temperature_loss
+from agents.critic import (
+    CriticAgent,
+    categorical_entropy,
+    critic_loss,
+    pathwise_actor_loss,
+    soft_q_target,
+    temperature_loss,
+)
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
@@ -88,7 +95,7 @@ def test_pathwise_actor_loss_gradient_reaches_only_the_policy(estimator: str) ->
     loss.backward()
     assert critic.m.grad is None and critic.m.requires_grad
     assert logits.grad is not None and logits.grad.abs().sum() > 0
-    assert torch.allclose(h, entropy(logits.detach()))
+    assert torch.allclose(h, categorical_entropy(logits.detach()))
 
 
 def test_pathwise_actor_loss_by_hand() -> None:
@@ -104,7 +111,7 @@ def test_pathwise_actor_loss_by_hand() -> None:
     loss, _ = pathwise_actor_loss(flat, logits, torch.ones(2, 1), "st-gumbel", 1.0, 10, None, torch.tensor(0.5))
     loss.backward()
     x = logits.detach().requires_grad_(True)
-    (-0.5 * entropy(x)).mean().backward()
+    (-0.5 * categorical_entropy(x)).mean().backward()
     assert torch.allclose(logits.grad, x.grad, atol=1e-6)
 
 
