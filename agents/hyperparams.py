@@ -5,12 +5,21 @@ environment, then those for the environment family (``CartPole-v1`` or ``gridwor
 suite), then those for the exact env id where one map needs its own (rl-baselines3-zoo keys its tables by env
 id). Anything not set here takes the agent's ``Config`` default. Users override any of them through
 ``make_agent(..., **hyperparameters)`` or ``train.py --hp name=value``.
+
+What each hyperparameter means is the attribute docstring under its field in the method's ``Config`` class;
+:func:`describe_hyperparameters` collects them (``python train.py hyperparameters METHOD --env ID`` prints them).
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import textwrap
+from collections.abc import Mapping
 from typing import Any
 
+from agents.base import Config
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS
 
 # family -> env family ("*" for all) -> hyperparameters
@@ -147,3 +156,46 @@ def default_hyperparameters(method: str, env_id: str) -> dict[str, Any]:
     """The tuned defaults for ``method`` on ``env_id`` (a fresh dict)."""
     table = DEFAULTS.get(method_family(method), {})
     return {**table.get("*", {}), **table.get(env_family(env_id), {}), **table.get(env_id, {})}
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperparameterDoc:
+    """One hyperparameter: its ``--hp`` name, its default for a method on an env, whether that default comes from
+    the tuned table above (rather than the ``Config`` class), and its docstring (empty if it has none)."""
+
+    name: str
+    default: Any
+    tuned: bool
+    doc: str
+
+
+def field_docstrings(config_cls: type[Config]) -> dict[str, str]:
+    """The attribute docstrings of ``config_cls``'s fields (the string literal right under each annotated field),
+    read from the source of the class and of every base class; a subclass's docstring wins.
+
+    Raises:
+        OSError: the source of a class cannot be found (e.g. a class defined in an interactive session).
+    """
+    docs: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, Config)):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for stmt, after in zip(body, body[1:], strict=False):
+            doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(doc, str):
+                docs[stmt.target.id] = " ".join(inspect.cleandoc(doc).split())
+    return docs
+
+
+def describe_hyperparameters(config: Config, tuned: Mapping[str, Any] = ()) -> list[HyperparameterDoc]:
+    """Every field of ``config`` (a resolved config: values are the defaults for one method on one env), in field
+    order, with its docstring; ``tuned`` is the tuned table's entries for that method and env
+    (:func:`default_hyperparameters`), which marks the defaults that come from it."""
+    docs = field_docstrings(type(config))
+    values = config.to_dict()
+    return [
+        HyperparameterDoc(f.name, values[f.name], f.name in tuned, docs.get(f.name, ""))
+        for f in dataclasses.fields(config)
+    ]

@@ -18,8 +18,8 @@ from typing import Any
 import gymnasium as gym
 
 import envs
-from agents.base import Agent, build_config
-from agents.hyperparams import default_hyperparameters
+from agents.base import Agent, Config, build_config
+from agents.hyperparams import HyperparameterDoc, default_hyperparameters, describe_hyperparameters
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class MethodInfo:
     agent_cls: type[Agent]
     description: str
     needs_twin: bool
+
+    def build(self, env_id: str, config: Config, seed: int = 0, device: str = "auto") -> Agent:
+        """The agent of this method on ``env_id`` with a config from :func:`resolve`."""
+        return self.agent_cls(self.name, env_id, config, seed=seed, device=device)
 
 
 METHODS: dict[str, MethodInfo] = {}
@@ -72,8 +76,9 @@ def check_env_id(env_id: str) -> gym.spaces.Discrete:
     return space
 
 
-def make_agent(method: str, env_id: str, seed: int = 0, device: str = "auto", **hyperparameters: Any) -> Agent:
-    """Build the agent for ``method`` on ``env_id`` with the tuned defaults, overridden by ``hyperparameters``.
+def resolve(method: str, env_id: str, hyperparameters: dict[str, Any]) -> tuple[MethodInfo, Config]:
+    """The registered method and its validated config for ``env_id``: the tuned defaults overridden by
+    ``hyperparameters``. Builds nothing else; every refusal of :func:`make_agent` is made here.
 
     Raises:
         ValueError: unknown method (listing them), unknown env id, a non-Discrete action space, a twin-only method
@@ -90,4 +95,24 @@ def make_agent(method: str, env_id: str, seed: int = 0, device: str = "auto", **
             f"{', '.join(methods_for(env_id))}"
         )
     config = build_config(info.agent_cls.config_cls, default_hyperparameters(method, env_id), hyperparameters)
-    return info.agent_cls(method, env_id, config, seed=seed, device=device)
+    return info, config
+
+
+def make_agent(method: str, env_id: str, seed: int = 0, device: str = "auto", **hyperparameters: Any) -> Agent:
+    """Build the agent for ``method`` on ``env_id`` with the tuned defaults, overridden by ``hyperparameters``.
+
+    Raises:
+        ValueError: what :func:`resolve` refuses.
+    """
+    info, config = resolve(method, env_id, hyperparameters)
+    return info.build(env_id, config, seed=seed, device=device)
+
+
+def hyperparameter_docs(method: str, env_id: str) -> list[HyperparameterDoc]:
+    """Every hyperparameter of ``method`` with its default on ``env_id`` (tuned table merged) and its docstring.
+
+    Raises:
+        ValueError: what :func:`resolve` refuses.
+    """
+    _, config = resolve(method, env_id, {})
+    return describe_hyperparameters(config, tuned=default_hyperparameters(method, env_id))
