@@ -5,23 +5,28 @@
     python train.py --env gumbel_rl/Maze-16x16-v0 --method st-gumbel --seed 1 --steps 200000 --hp learning_rate=1e-3
     python train.py --resume runs/<run dir> [--steps N]          # continue an interrupted run, or extend one
     python train.py compare --env CartPole-v1 --methods st-gumbel reinforce ppo --seeds 5 --out runs/cmp
-    python train.py evaluate runs/<run dir>/policy.pt --episodes 100 [--stochastic] [--video ep.gif]
+    python train.py evaluate runs/<run dir> --episodes 100 [--stochastic] [--video ep.gif]
+    python train.py hyperparameters st-gumbel --env gumbel_rl/Maze-16x16-v0   # every --hp name, default, meaning
 
 Budget and protocol: a run trains to its whole ``--steps`` budget (so every method is compared at the same
 budget, and the curve shows what happens after solving) and reports *when* it first solved -- env steps and
 training seconds at the first time the mean of 100 greedy episodes reached the env's reward threshold;
 ``--stop-on-solved`` stops there instead. The default budget, 100,000 env steps, is about where st-gumbel's
-CartPole-v1 defaults solve (seed 0: solved at 75,776 env steps); it is ~10 s of training plus the evaluations on
+CartPole-v1 defaults solve (seed 0: solved at 45,056 env steps); it is ~10 s of training plus the evaluations on
 two CPU cores. Each run ends with 100 deterministic (and 100 stochastic) episodes in the real environment.
 
 The work is done by ``experiments.runner`` (one run), ``experiments.compare`` (many) and ``experiments.video``;
 this file only parses arguments, prints, and maps outcomes to exit codes: 0 done, 2 bad input (one line on stderr,
-nothing overwritten), 130 interrupted by Ctrl-C (a checkpoint is saved; the message says how to resume), 1 a run failed.
+nothing overwritten), 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint is saved; the message says how to
+resume), 1 a run failed. Runs also checkpoint every 10% of their budget and every 5 minutes, so a run killed
+outright resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,31 +35,35 @@ import torch
 
 import agents  # noqa: F401  (registers every method)
 from agents.evaluation import evaluate, is_solved, reward_threshold
+from agents.registry import hyperparameter_docs
 from experiments.compare import CompareSettings, check_backend, format_table, plan_comparison, run_comparison
 from experiments.runner import (
     CHECKPOINT,
+    DEFAULT_CHECKPOINT_SECONDS,
     DEFAULT_ENV,
     DEFAULT_METHOD,
     DEFAULT_STEPS,
     EVAL_SEED,
     FINAL_EVAL_ENVS,
+    POLICY,
     TB_DIR,
+    CheckpointPolicy,
     MissingExtraError,
     RunSettings,
     TrainingInterrupted,
     default_run_dir,
-    deferred_sigint,
+    deferred_interrupts,
     describe_environments,
     describe_methods,
     load_policy_for,
     open_resume,
     parse_hyperparameters,
     start_run,
-    train_agent,
+    train_run,
 )
 
 PROG = "train.py"
-COMMANDS = ("train", "compare", "evaluate")
+COMMANDS = ("train", "compare", "evaluate", "hyperparameters")
 BAD_INPUT = (ValueError, FileNotFoundError, MissingExtraError)
 
 
@@ -77,7 +86,15 @@ def _listing() -> str:
     lines += [f"  {name:<{width}}{text}" for name, text in envs]
     lines += ["", "methods (--method / --methods):"]
     lines += [f"  {name:<{width}}{text}" for name, text in methods]
+    lines += ["", f"hyperparameters (--hp): python {PROG} hyperparameters METHOD [--env ID] lists them"]
     return "\n".join(lines)
+
+
+COMMANDS_HELP = f"""commands (the first argument; without one, train):
+  train            train one run (the options below)
+  compare          run methods x seeds in parallel and summarise ({PROG} compare --help)
+  evaluate         score a policy file or run directory in the real environment ({PROG} evaluate --help)
+  hyperparameters  list a method's hyperparameters with their defaults for an env ({PROG} hyperparameters --help)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=listing,
         formatter_class=fmt,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,compare,evaluate}", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=OneLineParser)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--steps", type=int, default=None, help=f"env-step budget per run (default {DEFAULT_STEPS:,})")
@@ -110,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--force", action="store_true", help="overwrite what the output directory holds")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--checkpoint-every-steps",
+            type=int,
+            default=None,
+            metavar="N",
+            help="save checkpoint.pt every N env steps (default: a tenth of --steps; 0: never)",
+        )
+        p.add_argument(
+            "--checkpoint-every-seconds",
+            type=float,
+            default=DEFAULT_CHECKPOINT_SECONDS,
+            metavar="S",
+            help=f"save checkpoint.pt every S seconds of wall clock (default {DEFAULT_CHECKPOINT_SECONDS:g}; 0: never)",
+        )
 
     def threads(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument(
@@ -124,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train one run (the default subcommand)",
-        description="Train one run; writes config.json, metrics.csv, policy.pt, curve.png, result.json and "
-        "checkpoint.pt to the run directory. Ctrl-C saves a checkpoint; --resume continues it.",
+        usage=f"{PROG} [train] [--env ID] [--method M] [--seed N] [--steps N] [--hp NAME=VALUE ...] [--out DIR] "
+        "[--resume DIR] [options]",
+        description="Train one run; writes config.json, metrics.csv (as it trains), policy.pt, curve.png, "
+        "result.json and checkpoint.pt (every 10% of the budget, every 5 minutes, on Ctrl-C or SIGTERM, and at the "
+        "end) to the run directory; --resume continues an interrupted or killed run.\n\n" + COMMANDS_HELP,
         epilog=listing,
         formatter_class=fmt,
     )
@@ -135,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run directory (default runs/<env>__<method>__s<seed>__<timestamp>)")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     common(t)
+    t.add_argument(
+        "--verbose", action="store_true", help="print every record row (SB3's table) on stdout instead of the bar"
+    )
     threads(t, "for training")
 
     c = sub.add_parser(
@@ -163,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the mean and standard deviation of a policy's return in the real Gymnasium env.",
         formatter_class=fmt,
     )
-    e.add_argument("policy", metavar="POLICY_FILE", help="a policy.pt written by train")
+    e.add_argument("policy", metavar="POLICY", help="a policy.pt written by train, or a run directory holding one")
     e.add_argument("--env", default=None, help="Gymnasium id (default: the one stored in the policy file)")
     e.add_argument("--episodes", type=int, default=100, help="episodes (default 100)")
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
@@ -171,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--video", default=None, metavar="PATH", help="also record one episode to PATH (.gif or .mp4)")
     e.add_argument("--device", default="cpu", help="device to run the policy on (default cpu)")
     threads(e, "for the policy")
+
+    h = sub.add_parser(
+        "hyperparameters",
+        help="list a method's hyperparameters",
+        description="Print every hyperparameter of METHOD (the names --hp takes) with its default for the env "
+        "(the tuned table merged; marked *) and what it means.",
+        formatter_class=fmt,
+    )
+    h.add_argument("method", metavar="METHOD", help="a training method (see train.py --help)")
+    h.add_argument("--env", default=DEFAULT_ENV, help=f"Gymnasium id whose defaults to show (default {DEFAULT_ENV})")
     return parser
 
 
@@ -189,18 +236,30 @@ def _fmt_num(x: float | None) -> str:
 
 
 # ---- train --------------------------------------------------------------------------------------------------------
+def _checkpoints(args: argparse.Namespace) -> CheckpointPolicy:
+    policy = CheckpointPolicy(args.checkpoint_every_steps, args.checkpoint_every_seconds)
+    policy.validate()
+    return policy
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        checkpoints = _checkpoints(args)
+    except ValueError as exc:
+        return _err(exc)
     if args.resume is not None:
         given = [f"--{k}" for k in ("env", "method", "seed", "out") if getattr(args, k) is not None]
         given += ["--hp"] * bool(args.hp) + ["--force"] * args.force + ["--stop-on-solved"] * args.stop_on_solved
         if given:
             return _err(f"--resume takes its settings from {args.resume}/config.json; drop {', '.join(given)}")
         try:
-            agent, settings = open_resume(args.resume, steps=args.steps, device=args.device or "auto")
+            run = open_resume(args.resume, steps=args.steps, device=args.device or "auto")
         except BAD_INPUT as exc:
             return _err(exc)
-        run_dir = Path(args.resume)
-        print(f"resuming {run_dir} at {agent.num_env_steps:,} env steps, training on to {settings.steps:,}", flush=True)
+        print(
+            f"resuming {run.run_dir} at {run.agent.num_env_steps:,} env steps, training on to {run.settings.steps:,}",
+            flush=True,
+        )
     else:
         try:
             hp = parse_hyperparameters(args.hp)
@@ -217,23 +276,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         run_dir = Path(args.out) if args.out else default_run_dir(settings.env_id, settings.method, settings.seed)
         try:
-            agent = start_run(settings, run_dir, force=args.force)
+            run = start_run(settings, run_dir, force=args.force)
         except BAD_INPUT as exc:
             return _err(exc)
         print(
             f"training {settings.method} on {settings.env_id}, seed {settings.seed}, {settings.steps:,} env steps "
-            f"on {agent.device} -> {run_dir}",
+            f"on {run.agent.device} -> {run_dir}",
             flush=True,
         )
-    notice = "Ctrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again to stop at once)"
-    with deferred_sigint(lambda: _note(notice)) as flag:
+
+    def notice(signum: int) -> None:
+        name = signal.Signals(signum).name
+        _note(f"{name}: stopping after this iteration and saving a checkpoint ({name} again to stop at once)")
+
+    with run, deferred_interrupts(notice) as flag:
         try:
-            result = train_agent(agent, settings, run_dir, progress=not args.quiet, stop_flag=flag)
+            result = train_run(
+                run,
+                progress=not (args.quiet or args.verbose),
+                stop_flag=flag,
+                verbose=args.verbose,
+                checkpoints=checkpoints,
+            )
         except TrainingInterrupted as exc:
-            _note(f"interrupted at {exc.env_steps:,} of {exc.target:,} env steps; checkpoint and metrics in {run_dir}")
-            _note(f"resume with: python {PROG} --resume {run_dir}")
-            return 130
-    print_result(result, run_dir)
+            _note(
+                f"interrupted at {exc.env_steps:,} of {exc.target:,} env steps; checkpoint and metrics in {run.run_dir}"
+            )
+            _note(f"resume with: python {PROG} --resume {run.run_dir}")
+            return exc.exit_code
+    print_result(result, run.run_dir)
     return 0
 
 
@@ -276,7 +347,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             stop_on_solved=args.stop_on_solved,
         )
         check_backend(args.backend, args.workers)
-        plan = plan_comparison(settings, args.out, force=args.force)
+        plan = plan_comparison(settings, args.out, force=args.force, checkpoints=_checkpoints(args))
     except BAD_INPUT as exc:
         return _err(exc)
     print(
@@ -284,14 +355,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{settings.steps:,} env steps each, {args.backend} backend -> {args.out}",
         flush=True,
     )
-    outcome = run_comparison(
-        settings, args.out, workers=args.workers, backend=args.backend, progress=not args.quiet, log=print, plan=plan
-    )
+    with plan:
+        outcome = run_comparison(
+            settings,
+            args.out,
+            workers=args.workers,
+            backend=args.backend,
+            progress=not args.quiet,
+            log=print,
+            plan=plan,
+        )
     if outcome.interrupted:
         done = sum(p["status"] in ("done", "skipped") for p in outcome.payloads)
         _note(f"interrupted: {done} run(s) finished, the running ones saved checkpoints in their run directories")
         _note(f"rerun the same command to continue: python {PROG} {' '.join(sys.argv[1:])}")
-        return 130
+        return 128 + outcome.signum
     out = Path(args.out)
     print(format_table(outcome.summary["rows"]))
     print(f"summary   {out / 'summary.json'}  {out / 'summary.csv'}  {out / 'curves.png'}")
@@ -309,6 +387,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
         if args.video:
             check_video_path(args.video)
+        if Path(args.policy).is_dir():
+            args.policy = str(Path(args.policy) / POLICY)
         policy, env_id, meta = load_policy_for(args.policy, args.env, device=args.device)
         frames = None
         if args.video:
@@ -339,11 +419,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- hyperparameters ----------------------------------------------------------------------------------------------
+def cmd_hyperparameters(args: argparse.Namespace) -> int:
+    try:
+        docs = hyperparameter_docs(args.method, args.env)
+    except BAD_INPUT as exc:
+        return _err(exc)
+    print(f"hyperparameters of {args.method} on {args.env} (--hp NAME=VALUE; * = tuned default for this env):")
+    defaults = {d.name: ("*" if d.tuned else " ") + _fmt_value(d.default) for d in docs}
+    name_w = max(len(d.name) for d in docs) + 2
+    value_w = max(len(v) for v in defaults.values()) + 2
+    for d in docs:
+        print(f"  {d.name:<{name_w}}{defaults[d.name]:<{value_w}}{d.doc}")
+    return 0
+
+
+def _fmt_value(value: Any) -> str:
+    """A default as ``--hp`` would take it (JSON; tuples as lists)."""
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value, separators=(",", ":"))
+    except TypeError:
+        return str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``train.py`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
-        argv = ["train", *argv]
+    if not argv or argv[0] not in COMMANDS:
+        argv = ["train", *argv]  # also for --help: the train options, with the commands listed
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
@@ -353,7 +456,13 @@ def main(argv: list[str] | None = None) -> int:
             return _err(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     try:
-        return {"train": cmd_train, "compare": cmd_compare, "evaluate": cmd_evaluate}[args.command](args)
+        commands = {
+            "train": cmd_train,
+            "compare": cmd_compare,
+            "evaluate": cmd_evaluate,
+            "hyperparameters": cmd_hyperparameters,
+        }
+        return commands[args.command](args)
     except KeyboardInterrupt:
         _note("interrupted")
         return 130

@@ -16,8 +16,10 @@ Per method, over its seeds:
   rliable's method; fixed bootstrap seed) of the final 100-episode deterministic evaluation return;
 - ``wall_s_median``: median training seconds (evaluation excluded).
 
-A comparison interrupted and rerun with the same command skips the runs that finished (their ``result.json``
-exists), resumes the ones that left a checkpoint, and starts the rest.
+A comparison interrupted (Ctrl-C, SIGTERM) or killed and rerun with the same command skips the runs that finished
+(their ``result.json`` exists), resumes the ones that left a checkpoint (runs checkpoint periodically, see
+``experiments.runner.CheckpointPolicy``), and starts the rest. ``DIR`` is locked while a comparison writes it
+(``experiments.locks``), and every run directory while its run writes it.
 """
 
 from __future__ import annotations
@@ -32,29 +34,38 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from agents.base import EVAL_MEAN, SECONDS, STEPS
 from agents.evaluation import reward_threshold
-from experiments.plots import plot_comparison
+from experiments.locks import DirectoryLock
+from experiments.plots import eval_points, plot_comparison
+from experiments.run_callbacks import StopFlag
+from experiments.run_log import csv_text, read_metrics_csv
 from experiments.runner import (
     CHECKPOINT,
     CONFIG,
     DEFAULT_STEPS,
+    METRICS,
     RESULT,
+    CheckpointPolicy,
     MissingExtraError,
     RunExistsError,
     RunSettings,
     TrainingInterrupted,
+    check_output_dir,
     check_run_settings,
-    csv_text,
-    deferred_sigint,
+    deferred_interrupts,
     environment_versions,
+    open_resume,
     read_json,
-    read_metrics_csv,
-    run_training,
+    remove_temporary_files,
     sanitize,
+    start_run,
+    train_run,
     write_json,
 )
 from experiments.stats import BOOTSTRAP_REPS, median_or_none, stratified_bootstrap_iqm
@@ -103,11 +114,33 @@ class CompareSettings:
 
 @dataclass(frozen=True)
 class RunTask:
-    """One (method, seed) run for a worker: its settings, directory, and whether to resume its checkpoint."""
+    """One (method, seed) run for a worker: its settings, directory, whether to resume its checkpoint, and when to
+    checkpoint."""
 
     settings: RunSettings
     run_dir: str
     resume: bool
+    checkpoints: CheckpointPolicy = CheckpointPolicy()
+
+
+@dataclass
+class ComparisonPlan:
+    """What :func:`plan_comparison` decided, per (method, seed) in order: a finished run directory (a ``Path``) or
+    a :class:`RunTask`; it holds the comparison directory's lock until :meth:`close` (a context manager)."""
+
+    items: list[RunTask | Path]
+    lock: DirectoryLock
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> ComparisonPlan:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 @dataclass
@@ -117,6 +150,8 @@ class ComparisonOutcome:
     summary: dict[str, Any] | None
     payloads: list[dict[str, Any]]
     interrupted: bool = False
+    signum: int = signal.SIGINT
+    """The signal that interrupted it (exit code 128 + signum)."""
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -139,16 +174,24 @@ def _comparison_key(settings: CompareSettings) -> dict[str, Any]:
     }
 
 
-def plan_comparison(settings: CompareSettings, out: str | os.PathLike, force: bool = False) -> list[RunTask | Path]:
-    """Validate everything and decide, per (method, seed) in order, between a finished run dir (a ``Path``) and a
-    :class:`RunTask`. Writes ``DIR/comparison.json``; nothing else is written.
+def plan_comparison(
+    settings: CompareSettings,
+    out: str | os.PathLike,
+    force: bool = False,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),  # noqa: B008 - frozen dataclass
+) -> ComparisonPlan:
+    """Validate everything, lock ``DIR`` and decide, per (method, seed) in order, between a finished run dir (a
+    ``Path``) and a :class:`RunTask`. Writes ``DIR/comparison.json`` (and removes leftover temporary files);
+    nothing else is written. Close the plan to release ``DIR``.
 
     Raises:
         ValueError: no or repeated methods, seeds < 1, a bad method/env/hyperparameter (see
-            ``check_run_settings``), ``DIR`` holding a single run, or ``DIR`` holding a comparison with other
-            settings (:class:`RunExistsError`; ``force`` reruns everything instead).
+            ``check_run_settings``), ``DIR`` a file or not writable, ``DIR`` holding a single run, or ``DIR``
+            holding a comparison with other settings (:class:`RunExistsError`; ``force`` reruns everything instead).
+        experiments.locks.DirectoryLockedError: another process writes ``DIR``.
     """
-    out = Path(out)
+    checkpoints.validate()
+    out = check_output_dir(out)
     if not settings.methods:
         raise ValueError("give at least one method (--methods M1 M2 ...)")
     repeated = sorted({m for m in settings.methods if settings.methods.count(m) > 1})
@@ -161,67 +204,75 @@ def plan_comparison(settings: CompareSettings, out: str | os.PathLike, force: bo
     if (out / CONFIG).exists():
         raise RunExistsError(f"{out} holds a single run ({CONFIG}); give compare another --out")
     key = _comparison_key(settings)
-    if (out / COMPARISON).exists() and not force:
-        old = read_json(out / COMPARISON)
-        diff = [k for k in key if old.get(k) != key[k]]
-        if diff:
-            detail = ", ".join(f"{k} {old.get(k)!r} -> {key[k]!r}" for k in diff)
-            raise RunExistsError(
-                f"{out} holds a comparison with other settings ({detail}); use --force to rerun it or another --out"
-            )
-    plan: list[RunTask | Path] = []
-    for method in settings.methods:
-        for seed in range(settings.seeds):
-            run_dir = run_dir_for(out, method, seed)
-            if not force and (run_dir / RESULT).is_file():
-                plan.append(run_dir)
-                continue
-            resume = not force and (run_dir / CHECKPOINT).is_file() and (run_dir / CONFIG).is_file()
-            plan.append(RunTask(settings.run_settings(method, seed), str(run_dir.resolve()), resume))
-    write_json(
-        out / COMPARISON,
-        {**key, "methods": settings.methods, "seeds": settings.seeds, "versions": environment_versions()},
-    )
-    return plan
+
+    def refuse_other_settings() -> None:
+        if (out / COMPARISON).exists() and not force:
+            old = read_json(out / COMPARISON)
+            diff = [k for k in key if old.get(k) != key[k]]
+            if diff:
+                detail = ", ".join(f"{k} {old.get(k)!r} -> {key[k]!r}" for k in diff)
+                raise RunExistsError(
+                    f"{out} holds a comparison with other settings ({detail}); use --force to rerun it or another --out"
+                )
+
+    refuse_other_settings()
+    lock = DirectoryLock(out)
+    try:
+        refuse_other_settings()  # again, now that no other process can write it
+        items: list[RunTask | Path] = []
+        for method in settings.methods:
+            for seed in range(settings.seeds):
+                run_dir = run_dir_for(out, method, seed)
+                if not force and (run_dir / RESULT).is_file():
+                    items.append(run_dir)
+                    continue
+                resume = not force and (run_dir / CHECKPOINT).is_file() and (run_dir / CONFIG).is_file()
+                task = RunTask(settings.run_settings(method, seed), str(run_dir.resolve()), resume, checkpoints)
+                items.append(task)
+        remove_temporary_files(out)
+        write_json(
+            out / COMPARISON,
+            {**key, "methods": settings.methods, "seeds": settings.seeds, "versions": environment_versions()},
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return ComparisonPlan(items, lock)
 
 
 # ---- one run in a worker ----------------------------------------------------------------------------------------
 def _curve(record: Sequence[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, float]]:
-    """The periodic evaluations of a run, then its final evaluation at the end of training (so that every curve
-    reaches the run's last env step, whatever ``eval_every`` was)."""
-    points = [
-        {"env_steps": r["env_steps"], "wall_s": r.get("wall_s"), "eval_return_mean": r["eval_return_mean"]}
-        for r in record
-        if r.get("eval_return_mean") is not None
-    ]
-    if not points or result["env_steps"] > points[-1]["env_steps"]:
-        final = {k: result[k] for k in ("env_steps", "wall_s", "eval_return_mean")}
-        points.append(final)
+    """The periodic evaluations of a run (record rows reduced to ``time/total_timesteps``, ``time/train_seconds``
+    and ``eval/mean_reward``), then its final evaluation at the end of training (so that every curve reaches the
+    run's last env step, whatever ``eval_every`` was)."""
+    points = [{k: r.get(k) for k in (STEPS, SECONDS, EVAL_MEAN)} for r in record if r.get(EVAL_MEAN) is not None]
+    if not points or result["env_steps"] > points[-1][STEPS]:
+        points.append({STEPS: result["env_steps"], SECONDS: result["wall_s"], EVAL_MEAN: result["eval_return_mean"]})
     return points
 
 
 def execute_task(task: RunTask, stop_flag: Any = None) -> dict[str, Any]:
     """Run one task with one torch thread; returns its payload (``status`` "done" with ``result`` and ``curve``,
-    or "interrupted" with ``env_steps``). Exceptions from training propagate."""
+    from the agent's record, or "interrupted" with ``env_steps``). Exceptions from training propagate."""
     import torch
 
     torch.set_num_threads(1)
     s = task.settings
     payload: dict[str, Any] = {"method": s.method, "seed": s.seed, "run_dir": task.run_dir}
-    try:
-        result = run_training(
-            s, task.run_dir, force=True, resume=task.resume, progress=False, stop_flag=stop_flag, tensorboard=True
-        )
-    except TrainingInterrupted as exc:
-        return {**payload, "status": "interrupted", "env_steps": exc.env_steps}
-    record = read_metrics_csv(Path(task.run_dir) / "metrics.csv")
-    return {**payload, "status": "done", "result": result, "curve": _curve(record, result)}
+    run = open_resume(task.run_dir, steps=s.steps, device=s.device) if task.resume else start_run(s, task.run_dir, True)
+    with run:
+        try:
+            result = train_run(run, stop_flag=stop_flag, tensorboard=True, checkpoints=task.checkpoints)
+        except TrainingInterrupted as exc:
+            return {**payload, "status": "interrupted", "env_steps": exc.env_steps}
+        return {**payload, "status": "done", "result": result, "curve": _curve(run.agent.record, result)}
 
 
 def load_finished(run_dir: Path) -> dict[str, Any]:
-    """The payload of a finished run read back from its directory (``result.json`` and ``metrics.csv``)."""
+    """The payload of a finished run of an earlier comparison, from its directory (``result.json`` and
+    ``metrics.csv``)."""
     result = read_json(run_dir / RESULT)
-    record = read_metrics_csv(run_dir / "metrics.csv")
+    record = read_metrics_csv(run_dir / METRICS)
     return {
         "method": result["method"],
         "seed": result["seed"],
@@ -233,17 +284,34 @@ def load_finished(run_dir: Path) -> dict[str, Any]:
 
 
 # ---- backends ---------------------------------------------------------------------------------------------------
+class _EitherFlag:
+    """Set when the parent's stop event or this worker's own SIGTERM flag is set."""
+
+    def __init__(self, event: Any, own: StopFlag) -> None:
+        self.event, self.own = event, own
+
+    def is_set(self) -> bool:
+        return self.own.is_set() or (self.event is not None and self.event.is_set())
+
+    @property
+    def signum(self) -> int:
+        return self.own.signum if self.own.is_set() else signal.SIGINT
+
+
 _WORKER_STOP: Any = None
 
 
 def _init_local_worker(stop_event: Any) -> None:
-    """Worker start-up: one torch thread; Ctrl-C is left to the parent, which sets ``stop_event`` instead."""
+    """Worker start-up: one torch thread; Ctrl-C is left to the parent, which sets ``stop_event`` instead; a
+    SIGTERM sent to the worker itself stops its run at the next iteration boundary (checkpointed)."""
     global _WORKER_STOP
+    own = StopFlag()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: own.set(signum))
     import torch
 
     torch.set_num_threads(1)
-    _WORKER_STOP = stop_event
+    _WORKER_STOP = _EitherFlag(stop_event, own)
 
 
 def _local_task(task: RunTask) -> dict[str, Any]:
@@ -296,7 +364,7 @@ def run_local(tasks: Sequence[RunTask], workers: int, stop_flag: Any) -> Iterato
 def _ray_task(task: RunTask) -> dict[str, Any]:
     # ray.cancel interrupts the task through _thread.interrupt_main(), which calls the Python SIGINT handler:
     # deferring it stops the run at its next iteration boundary, as Ctrl-C does for a local run.
-    with deferred_sigint() as flag:
+    with deferred_interrupts() as flag:
         return execute_task(task, flag)
 
 
@@ -465,14 +533,7 @@ def write_summary(
     for method in settings.methods:
         for p in finished:
             if p["method"] == method:
-                c = p["curve"]
-                curves.setdefault(method, []).append(
-                    {
-                        "env_steps": np.array([float(x["env_steps"]) for x in c]),
-                        "wall_s": np.array([float(x["wall_s"]) for x in c]),
-                        "mean": np.array([float(x["eval_return_mean"]) for x in c]),
-                    }
-                )
+                curves.setdefault(method, []).append(eval_points(p["curve"]))
     title = f"{settings.env_id}: {len(settings.methods)} method(s) x {settings.seeds} seed(s), {settings.steps:,} steps"
     plot_comparison(curves, out / CURVES, title, threshold)
     return summary
@@ -501,7 +562,8 @@ def run_comparison(
     progress: bool = False,
     log: Callable[[str], None] = print,
     stop_flag: Any = None,
-    plan: Sequence[RunTask | Path] | None = None,
+    plan: ComparisonPlan | None = None,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),  # noqa: B008 - frozen dataclass
 ) -> ComparisonOutcome:
     """Plan, run the missing runs in parallel, and write the summary (see the module docstring).
 
@@ -510,20 +572,22 @@ def run_comparison(
         backend: "local" (processes) or "ray".
         progress: a tqdm bar over the runs on stderr.
         log: where one-line messages go ("skipped ...", failures).
-        stop_flag: anything with ``is_set()``; when None, Ctrl-C is deferred with ``deferred_sigint`` (first:
-            stop and checkpoint the running runs; second: quit at once).
+        stop_flag: anything with ``is_set()``; when None, Ctrl-C and SIGTERM are deferred with
+            ``deferred_interrupts`` (first: stop and checkpoint the running runs; second: quit at once).
         plan: the result of :func:`plan_comparison` when the caller validated already (then
-            :func:`check_backend` is the caller's job too).
+            :func:`check_backend` is the caller's job too, and closing the plan is the caller's).
+        checkpoints: when the runs checkpoint (used when planning here).
     Raises:
         ValueError: bad settings (see :func:`plan_comparison`), an unknown backend, workers < 1.
         MissingExtraError: ``backend="ray"`` without Ray.
     """
     if plan is None:
         check_backend(backend, workers)
-        plan = plan_comparison(settings, out, force=force)
+        with plan_comparison(settings, out, force=force, checkpoints=checkpoints) as own_plan:
+            return run_comparison(settings, out, workers, backend, force, progress, log, stop_flag, own_plan)
     payloads = []
     tasks: list[RunTask] = []
-    for item in plan:
+    for item in plan.items:
         if isinstance(item, Path):
             payloads.append(load_finished(item))
             log(f"skipped {item.name}: finished already ({RESULT} exists)")
@@ -531,11 +595,15 @@ def run_comparison(
             tasks.append(item)
             if item.resume:
                 log(f"resuming {Path(item.run_dir).name} from its {CHECKPOINT}")
-    interrupted = False
+    interrupted, signum = False, signal.SIGINT
     if tasks:
         n = min(workers or os.cpu_count() or 1, len(tasks))
-        notice = "Ctrl-C: stopping the running runs at their next iteration (checkpointed); Ctrl-C again quits now"
-        guard = contextlib.nullcontext(stop_flag) if stop_flag is not None else deferred_sigint(lambda: log(notice))
+        notice = "stopping the running runs at their next iteration (checkpointed); Ctrl-C again quits now"
+        guard = (
+            contextlib.nullcontext(stop_flag)
+            if stop_flag is not None
+            else deferred_interrupts(lambda signum: log(f"{signal.Signals(signum).name}: {notice}"))
+        )
         with guard as flag:
             bar = _bar(len(tasks), progress)
             stream = run_local(tasks, n, flag) if backend == "local" else run_ray(tasks, n, flag)
@@ -551,8 +619,9 @@ def run_comparison(
             if bar is not None:
                 bar.close()
             interrupted = flag.is_set() or any(p["status"] == "interrupted" for p in payloads)
+            signum = getattr(flag, "signum", signal.SIGINT) if flag.is_set() else signal.SIGINT
     if interrupted:
-        return ComparisonOutcome(None, payloads, interrupted=True)
+        return ComparisonOutcome(None, payloads, interrupted=True, signum=signum)
     return ComparisonOutcome(write_summary(out, settings, payloads), payloads)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.base import EVAL_MEAN, EVAL_STD, SECONDS, STEPS
 from gumbel_rl.files import atomic_path
 
 
@@ -31,13 +32,15 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
 
 
 def eval_points(record: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """The evaluation rows of a record as arrays ``env_steps``, ``wall_s``, ``mean``, ``std`` (one per eval)."""
-    rows = [r for r in record if r.get("eval_return_mean") is not None]
+    """The evaluation rows of a record (rows with ``eval/mean_reward``) as arrays, one entry per evaluation:
+    ``time/total_timesteps``, ``time/train_seconds`` (NaN where missing), ``eval/mean_reward`` and
+    ``eval/std_reward`` (0 where missing)."""
+    rows = [r for r in record if r.get(EVAL_MEAN) is not None]
     return {
-        "env_steps": np.array([float(r["env_steps"]) for r in rows]),
-        "wall_s": np.array([float(r.get("wall_s", np.nan)) for r in rows]),
-        "mean": np.array([float(r["eval_return_mean"]) for r in rows]),
-        "std": np.array([float(r.get("eval_return_std") or 0.0) for r in rows]),
+        STEPS: np.array([float(r[STEPS]) for r in rows]),
+        SECONDS: np.array([float(r.get(SECONDS, np.nan)) for r in rows]),
+        EVAL_MEAN: np.array([float(r[EVAL_MEAN]) for r in rows]),
+        EVAL_STD: np.array([float(r.get(EVAL_STD) or 0.0) for r in rows]),
     }
 
 
@@ -54,15 +57,21 @@ def plot_learning_curve(
     (the final evaluation) as a point with an error bar."""
     pts = eval_points(record)
     fig, (ax,) = _figure(1, 6.4)
-    if len(pts["mean"]):
-        ax.plot(pts["env_steps"], pts["mean"], marker="o", markersize=3, color="C0", label="eval return (greedy)")
-        ax.fill_between(
-            pts["env_steps"], pts["mean"] - pts["std"], pts["mean"] + pts["std"], color="C0", alpha=0.2, lw=0
-        )
+    steps, mean, std = pts[STEPS], pts[EVAL_MEAN], pts[EVAL_STD]
+    if len(mean):
+        ax.plot(steps, mean, marker="o", markersize=3, color="C0", label="eval return (greedy)")
+        ax.fill_between(steps, mean - std, mean + std, color="C0", alpha=0.2, lw=0)
     if final is not None:
-        steps, mean, std, episodes = final
+        f_steps, f_mean, f_std, episodes = final
         ax.errorbar(
-            [steps], [mean], yerr=[std], fmt="*", ms=10, color="C3", capsize=3, label=f"final ({episodes} episodes)"
+            [f_steps],
+            [f_mean],
+            yerr=[f_std],
+            fmt="*",
+            ms=10,
+            color="C3",
+            capsize=3,
+            label=f"final ({episodes} episodes)",
         )
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
@@ -114,13 +123,14 @@ def plot_comparison(
     return with its IQR shaded, against env steps (left) and training wall-clock seconds (right).
 
     Args:
-        curves: method -> one :func:`eval_points` dict per seed.
+        curves: method -> one :func:`eval_points` dict per seed (``time/total_timesteps``, ``time/train_seconds``,
+            ``eval/mean_reward`` used).
     """
     fig, axes = _figure(2, 11.0)
     for i, (method, runs) in enumerate(curves.items()):
         color = f"C{i % 10}"
-        for ax, xkey in zip(axes, ("env_steps", "wall_s"), strict=True):
-            grid, med, q25, q75 = median_iqr([(r[xkey], r["mean"]) for r in runs])
+        for ax, xkey in zip(axes, (STEPS, SECONDS), strict=True):
+            grid, med, q25, q75 = median_iqr([(r[xkey], r[EVAL_MEAN]) for r in runs])
             if not len(grid):
                 continue
             ax.plot(grid, med, color=color, lw=1.6, label=f"{method} (n={len(runs)})")

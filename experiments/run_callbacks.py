@@ -1,19 +1,26 @@
-"""Callbacks that ``train.py`` attaches to a run: a progress bar, TensorBoard logging, and a polite stop request.
+"""Callbacks that ``experiments.runner`` attaches to a run: a progress bar, periodic checkpoints, a polite stop.
 
 - :class:`ProgressBarCallback`: a tqdm bar over env steps with the latest evaluation return and the time left.
-- :class:`TensorBoardCallback`: every record row as scalars against env steps, under ``charts/``, ``losses/`` and
-  ``eval/`` (only when ``tensorboard`` is installed -- an optional extra, see :meth:`TensorBoardCallback.create`).
+- :class:`CheckpointCallback`: ``agent.save`` (one atomic write) every so many env steps and every so many
+  seconds, so a run killed outright (SIGKILL, a crash, a lost machine) loses at most one interval of work.
 - :class:`StopRequestCallback`: raises ``KeyboardInterrupt`` at the next iteration boundary once a flag or a
   ``multiprocessing`` event is set, so that an interrupted run checkpoints a consistent state.
+
+Metrics (record rows, TensorBoard, stdout) are not callbacks: the agent writes every row to its SB3 logger
+(``experiments.run_log``).
 """
 
 from __future__ import annotations
 
-import math
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
+from agents.base import EVAL_MEAN, STEPS
 from agents.callbacks import BaseCallback
 
 
@@ -48,11 +55,11 @@ class ProgressBarCallback(BaseCallback):
     def _on_step(self, metrics: dict[str, Any]) -> bool:
         if self.bar is None:
             return True
-        steps = min(int(metrics["env_steps"]), self.total)
+        steps = min(int(metrics[STEPS]), self.total)
         if steps > self.bar.n:
             self.bar.update(steps - self.bar.n)
-        if "eval_return_mean" in metrics:
-            self.postfix["eval"] = f"{metrics['eval_return_mean']:.4g}"
+        if EVAL_MEAN in metrics:
+            self.postfix["eval"] = f"{metrics[EVAL_MEAN]:.4g}"
             if self.agent is not None and self.agent.solved:
                 self.postfix["solved@"] = f"{self.agent.solve_env_steps}"
             self.bar.set_postfix(self.postfix, refresh=True)
@@ -64,67 +71,39 @@ class ProgressBarCallback(BaseCallback):
             self.bar = None
 
 
-def tensorboard_tag(key: str) -> str:
-    """The TensorBoard tag of a record key: ``eval/...`` for evaluations, ``losses/...`` for losses, else
-    ``charts/...`` (e.g. ``eval_return_mean`` -> ``eval/return_mean``, ``actor_loss`` -> ``losses/actor_loss``)."""
-    if key.startswith("eval_"):
-        return "eval/" + key[len("eval_") :]
-    if key == "solved":
-        return "eval/solved"
-    if "loss" in key:
-        return "losses/" + key
-    return "charts/" + key
+class CheckpointCallback(BaseCallback):
+    """``agent.save(path)`` after the iteration that completes ``every_steps`` env steps, or ``every_seconds``
+    seconds (wall clock, evaluation included), since the last save or the start of training; ``None`` disables
+    either. The record row of that iteration is already logged, so ``metrics.csv`` then holds the checkpoint's
+    record (and maybe rows after it, which a resume drops)."""
 
-
-class TensorBoardCallback(BaseCallback):
-    """Write each record row to TensorBoard against ``env_steps``; also ``charts/steps_per_second``.
-
-    ``writer`` is anything with ``add_scalar(tag, value, global_step)``, ``flush()`` and ``close()`` (normally
-    ``torch.utils.tensorboard.SummaryWriter``; build one with :meth:`create`).
-    """
-
-    def __init__(self, writer: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        every_steps: int | None,
+        every_seconds: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
-        self.writer = writer
-        self._last: tuple[int, float] | None = None
+        self.path = Path(path)
+        self.every_steps, self.every_seconds, self.clock = every_steps, every_seconds, clock
+        self.saves = 0
+        self._steps = 0
+        self._time = 0.0
 
-    @classmethod
-    def create(cls, log_dir: str | os.PathLike) -> TensorBoardCallback | None:
-        """A callback writing to ``log_dir``, or None when ``tensorboard`` is not installed (it is optional)."""
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return cls(SummaryWriter(log_dir=str(log_dir)))
+    def _on_training_start(self) -> None:
+        self._steps = self.agent.num_env_steps if self.agent is not None else 0
+        self._time = self.clock()
 
     def _on_step(self, metrics: dict[str, Any]) -> bool:
-        step = int(metrics["env_steps"])
-        for key, value in metrics.items():
-            if key == "env_steps":
-                continue
-            if isinstance(value, bool):
-                value = float(value)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer.add_scalar(tensorboard_tag(key), float(value), step)
-        wall = metrics.get("wall_s")
-        if isinstance(wall, (int, float)):
-            if self._last is not None and wall > self._last[1]:
-                sps = (step - self._last[0]) / (wall - self._last[1])
-                self.writer.add_scalar("charts/steps_per_second", sps, step)
-            self._last = (step, float(wall))
+        assert self.agent is not None
+        due_steps = self.every_steps is not None and self.agent.num_env_steps - self._steps >= self.every_steps
+        due_time = self.every_seconds is not None and self.clock() - self._time >= self.every_seconds
+        if due_steps or due_time:
+            self.agent.save(self.path)
+            self.saves += 1
+            self._steps, self._time = self.agent.num_env_steps, self.clock()
         return True
-
-    def add_scalars(self, values: dict[str, float], step: int) -> None:
-        """Log extra scalars (tags given in full, e.g. ``eval/final_return_mean``) at ``step``."""
-        for tag, value in values.items():
-            if value is not None and math.isfinite(float(value)):
-                self.writer.add_scalar(tag, float(value), int(step))
-
-    def _on_training_end(self) -> None:
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 class StopRequestCallback(BaseCallback):
@@ -142,12 +121,16 @@ class StopRequestCallback(BaseCallback):
 
 
 class StopFlag:
-    """A settable flag with ``is_set()``: what a SIGINT handler flips (see ``experiments.runner.deferred_sigint``)."""
+    """A settable flag with ``is_set()``: what a SIGINT / SIGTERM handler flips (see
+    ``experiments.runner.deferred_interrupts``); ``signum`` is the signal that set it (SIGINT by default)."""
 
     def __init__(self) -> None:
         self._set = False
+        self.signum: int = signal.SIGINT
 
-    def set(self) -> None:
+    def set(self, signum: int = signal.SIGINT) -> None:
+        if not self._set:
+            self.signum = signum
         self._set = True
 
     def is_set(self) -> bool:

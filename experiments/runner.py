@@ -5,14 +5,17 @@ A run directory holds:
 - ``config.json``: every setting (env, method, seed, step budget, device, resolved hyperparameters and the
   overrides given), the evaluation protocol, and the versions of gumbel_rl, torch, gymnasium, SB3, numpy, Python,
   the platform and the device;
-- ``metrics.csv``: the agent's record, one row per training iteration (``env_steps``, ``wall_s``, losses, and the
-  periodic evaluation on the rows that evaluated) -- the union of the rows' keys as columns;
+- ``metrics.csv``: the agent's record, one row per training iteration (``time/total_timesteps``,
+  ``time/train_seconds``, ``rollout/...``, ``train/...``, and ``eval/...`` on the rows that evaluated), written
+  through the agent's SB3 logger as training runs (``experiments.run_log``);
 - ``policy.pt``: the trained policy (``GumbelPolicy.load`` reads it; its metadata names the env and method);
 - ``curve.png``: greedy evaluation return against env steps, with the reward threshold;
 - ``result.json``: the outcome (see :func:`finish_run`);
-- ``checkpoint.pt``: the full agent (``Agent.save``), written at the end and on Ctrl-C, so ``--resume`` can
-  continue an interrupted run or extend a finished one to more steps;
-- ``tb/``: TensorBoard logs, when ``tensorboard`` is installed (optional).
+- ``checkpoint.pt``: the full agent (``Agent.save``), written every ``CheckpointPolicy`` interval (env steps and
+  wall clock), on Ctrl-C / SIGTERM and at the end, so ``--resume`` can continue an interrupted or killed run (at
+  most one interval of work lost) or extend a finished one to more steps;
+- ``tb/``: TensorBoard logs, when ``tensorboard`` is installed (optional);
+- ``.lock``: the directory's lock (``experiments.locks``): one process writes a run directory at a time.
 
 Protocol: a run trains to its whole step budget (unless ``stop_on_solved``) and reports *when* it first solved
 (``solve_env_steps``/``solve_wall_s``, from the agent's periodic 100-episode check), then a final evaluation of
@@ -20,18 +23,18 @@ Protocol: a run trains to its whole step budget (unless ``stop_on_solved``) and 
 :data:`EVAL_SEED` for every run so that methods and seeds are scored on the same start states.
 
 Functions raise ``ValueError`` / ``FileNotFoundError`` with one-line messages for bad input (unknown method or
-env, bad hyperparameter, a directory that already holds a run, a missing or corrupt checkpoint), *before* they
-write anything; failures during training propagate unchanged.
+env, bad hyperparameter, a directory that already holds a run or is a file or cannot be written, a directory
+another process writes, a missing, corrupt or mismatched checkpoint or config), *before* they write a run file;
+failures during training propagate unchanged. A :class:`Run` (from :func:`start_run` or :func:`open_resume`) holds
+the directory's lock and the agent until it is closed (it is a context manager).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import datetime as _dt
 import importlib.metadata
-import io
 import json
 import math
 import os
@@ -42,22 +45,24 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import gymnasium as gym
 import torch
+from stable_baselines3.common.logger import Logger
 
-import envs
-from agents.base import Agent, build_config
+from agents.base import Agent, Config
 from agents.callbacks import BaseCallback, StopTrainingOnSolved
 from agents.evaluation import EvalResult, evaluate, is_solved, reward_threshold
-from agents.hyperparams import default_hyperparameters
-from agents.registry import METHODS, check_env_id, make_agent, methods_for
+from agents.registry import METHODS, MethodInfo, check_env_id, resolve
+from experiments.locks import DirectoryLock
 from experiments.plots import plot_learning_curve
-from experiments.run_callbacks import ProgressBarCallback, StopFlag, StopRequestCallback, TensorBoardCallback
+from experiments.run_callbacks import CheckpointCallback, ProgressBarCallback, StopFlag, StopRequestCallback
+from experiments.run_log import configure_run_logger, write_metrics_csv
 from gumbel_rl.files import atomic_write_text
 from gumbel_rl.policy import GumbelPolicy, resolve_device, space_to_dict
 
@@ -96,11 +101,48 @@ class MissingExtraError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Training was interrupted (Ctrl-C); the checkpoint and metrics so far are saved in ``run_dir``."""
+    """Training was interrupted (Ctrl-C or SIGTERM); the checkpoint and metrics so far are saved in ``run_dir``.
+    ``signum`` is the signal (SIGINT for a KeyboardInterrupt); ``exit_code`` is 128 + signum (130, 143)."""
 
-    def __init__(self, run_dir: Path, env_steps: int, target: int) -> None:
+    def __init__(self, run_dir: Path, env_steps: int, target: int, signum: int = signal.SIGINT) -> None:
         super().__init__(f"interrupted at {env_steps} of {target} env steps; checkpoint in {run_dir}")
-        self.run_dir, self.env_steps, self.target = run_dir, env_steps, target
+        self.run_dir, self.env_steps, self.target, self.signum = run_dir, env_steps, target, int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+DEFAULT_CHECKPOINT_FRACTION = 0.1
+DEFAULT_CHECKPOINT_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a run saves ``checkpoint.pt`` while it trains (besides on interruption and at the end).
+
+    ``every_steps``: env steps between checkpoints (None: a tenth of the step budget); ``every_seconds``: wall-clock
+    seconds between checkpoints (default 300); 0 disables either. One checkpoint is one atomic ``Agent.save``.
+    """
+
+    every_steps: int | None = None
+    every_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` (one line) for a negative or non-numeric interval."""
+        steps_ok = self.every_steps is None or (
+            isinstance(self.every_steps, int) and not isinstance(self.every_steps, bool) and self.every_steps >= 0
+        )
+        if not steps_ok:
+            raise ValueError(f"--checkpoint-every-steps must be an integer >= 0, got {self.every_steps!r}")
+        seconds = self.every_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"--checkpoint-every-seconds must be a number >= 0, got {seconds!r}")
+
+    def callback(self, path: Path, budget: int) -> CheckpointCallback:
+        """The callback that applies this policy to a run of ``budget`` env steps saving to ``path``."""
+        steps = self.every_steps if self.every_steps is not None else max(1, int(budget * DEFAULT_CHECKPOINT_FRACTION))
+        return CheckpointCallback(path, steps or None, float(self.every_seconds) or None)
 
 
 @dataclass
@@ -203,52 +245,6 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Rows as CSV text; columns: ``columns`` or the union of the rows' keys in first-seen order; missing cells
-    (and None) empty."""
-    if columns is None:
-        seen: dict[str, None] = {}
-        for row in rows:
-            seen.update(dict.fromkeys(row))
-        columns = list(seen)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
-
-
-def write_metrics_csv(path: str | os.PathLike, record: Sequence[Mapping[str, Any]]) -> Path:
-    """The record as ``metrics.csv`` (``env_steps`` and ``wall_s`` first), written atomically."""
-    keys: dict[str, None] = {"env_steps": None, "wall_s": None}
-    for row in record:
-        keys.update(dict.fromkeys(row))
-    return atomic_write_text(path, csv_text(record, list(keys)))
-
-
-def _parse_cell(text: str) -> Any:
-    if text == "":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.csv`` with numbers and booleans parsed; empty cells dropped."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: parsed for k, v in row.items() if (parsed := _parse_cell(v)) is not None} for row in rows]
-
-
 def holds_run(run_dir: str | os.PathLike) -> bool:
     """True when ``run_dir`` contains any of a run's files."""
     run_dir = Path(run_dir)
@@ -260,6 +256,30 @@ def _clear_run(run_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             (run_dir / name).unlink()
     shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)
+
+
+def remove_temporary_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the leftovers of interrupted atomic writes (``.<name>.*.tmp``, ``gumbel_rl.files.atomic_path``) in
+    ``directory``; call it only while holding the directory's lock. Returns the paths removed."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory to write into, if it can be: refuse (``ValueError``, one line) a path that names a
+    file, or that lies under one. Writes nothing; whether the location is writable is known when its lock is taken
+    (``experiments.locks.DirectoryLock``)."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{path}: {p} is a file, not a directory; give another --out")
+            break
+    return path
 
 
 # ---- command-line helpers --------------------------------------------------------------------------------------
@@ -375,8 +395,9 @@ def _space_or_none(space: gym.Space) -> dict[str, Any] | None:
 
 
 # ---- validation -------------------------------------------------------------------------------------------------
-def check_run_settings(settings: RunSettings) -> None:
-    """Validate a run's settings without building the agent (what ``make_agent`` would refuse, plus the budget).
+def check_run_settings(settings: RunSettings) -> tuple[MethodInfo, Config]:
+    """Validate a run's settings without building the agent: the budget, seed and device, and what ``make_agent``
+    would refuse (``agents.registry.resolve``, whose method and config it returns).
 
     Raises:
         ValueError: unknown method or env, a twin-only method on an env without a twin, a bad hyperparameter,
@@ -386,105 +407,169 @@ def check_run_settings(settings: RunSettings) -> None:
         raise ValueError(f"the step budget must be a positive integer, got {settings.steps!r}")
     if not isinstance(settings.seed, int) or isinstance(settings.seed, bool) or settings.seed < 0:
         raise ValueError(f"the seed must be a non-negative integer, got {settings.seed!r}")
-    if settings.method not in METHODS:
-        raise ValueError(f"unknown method {settings.method!r}; valid methods: {', '.join(METHODS)}")
-    check_env_id(settings.env_id)
-    info = METHODS[settings.method]
-    if info.needs_twin and settings.env_id not in envs.differentiable_ids():
-        raise ValueError(
-            f"method {settings.method!r} trains through a differentiable twin and {settings.env_id!r} has none; "
-            f"methods that work on {settings.env_id!r}: {', '.join(methods_for(settings.env_id))}"
-        )
-    build_config(
-        info.agent_cls.config_cls, default_hyperparameters(settings.method, settings.env_id), settings.hyperparameters
-    )
+    resolved = resolve(settings.method, settings.env_id, settings.hyperparameters)
     resolve_device(settings.device)
+    return resolved
 
 
-# ---- Ctrl-C -----------------------------------------------------------------------------------------------------
+def settings_from_config(config: dict[str, Any], path: Path) -> RunSettings:
+    """The :class:`RunSettings` recorded in a run's ``config.json`` (without hyperparameters: a resumed agent's
+    come from its checkpoint).
+
+    Raises:
+        ValueError: a missing field or one of the wrong type (one line naming the file and the field).
+    """
+    kinds: dict[str, tuple[type, ...]] = {"env_id": (str,), "method": (str,), "seed": (int,), "steps": (int,)}
+    for name, kind in kinds.items():
+        value = config.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: {name} must be {' or '.join(k.__name__ for k in kind)}, found {value!r}")
+    if config["seed"] < 0 or config["steps"] < 1:
+        raise ValueError(f"{path}: seed {config['seed']!r} / steps {config['steps']!r} out of range")
+    stop = config.get("stop_on_solved", False)
+    if not isinstance(stop, bool):
+        raise ValueError(f"{path}: stop_on_solved must be true or false, found {stop!r}")
+    if not isinstance(config.get("resumed", []), list):
+        raise ValueError(f"{path}: resumed must be a list, found {config['resumed']!r}")
+    return RunSettings(config["env_id"], config["method"], config["seed"], config["steps"], stop_on_solved=stop)
+
+
+# ---- Ctrl-C and SIGTERM ------------------------------------------------------------------------------------------
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def deferred_sigint(notify: Any = None) -> Iterator[StopFlag]:
-    """Within the block, the first Ctrl-C only sets the yielded flag (a :class:`StopRequestCallback` then stops
-    training at the next iteration boundary, so the checkpoint is consistent); a second one raises
-    ``KeyboardInterrupt`` at once. Outside the main thread it changes nothing (the flag is never set).
+def deferred_interrupts(notify: Callable[[int], None] | None = None) -> Iterator[StopFlag]:
+    """Within the block, the first SIGINT (Ctrl-C) or SIGTERM only sets the yielded flag (with the signal's number;
+    a :class:`StopRequestCallback` then stops training at the next iteration boundary, so the checkpoint is
+    consistent); a second one raises ``KeyboardInterrupt`` at once. Outside the main thread it changes nothing
+    (the flag is never set).
 
     Args:
-        notify: called with no argument on the first Ctrl-C (e.g. to print "stopping...").
+        notify: called with the signal number on the first signal (e.g. to print "stopping...").
     """
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
     def handler(signum: int, frame: Any) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
-        flag.set()
+        flag.set(signum)
         if notify is not None:
-            notify()
+            notify(signum)
 
-    signal.signal(signal.SIGINT, handler)
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # ---- a run ------------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """An open run directory: the agent, the settings it trains to, and the directory's lock, held until
+    :meth:`close` (which also closes the agent). Built by :func:`start_run` or :func:`open_resume`."""
+
+    agent: Agent
+    settings: RunSettings
+    run_dir: Path
+    lock: DirectoryLock
+
+    def close(self) -> None:
+        """Close the agent and release the directory (safe to call more than once)."""
+        try:
+            self.agent.close()
+        finally:
+            self.lock.release()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 def start_run(
     settings: RunSettings, run_dir: str | os.PathLike, force: bool = False, command: Sequence[str] | None = None
-) -> Agent:
-    """Validate, build the agent and write ``config.json`` in ``run_dir`` (created). Nothing is written on error.
+) -> Run:
+    """Validate, lock ``run_dir`` (created), build the agent and write ``config.json``. Nothing is written on
+    error (but the directory and its ``.lock`` when they had to be created).
 
     Raises:
         RunExistsError: ``run_dir`` already holds a run and ``force`` is False.
-        ValueError: bad settings (see :func:`check_run_settings`).
+        experiments.locks.DirectoryLockedError: another process writes ``run_dir``.
+        ValueError: bad settings (see :func:`check_run_settings`), or ``run_dir`` is a file or cannot be written.
     """
-    run_dir = Path(run_dir)
-    if holds_run(run_dir) and not force:
-        raise RunExistsError(
-            f"{run_dir} already holds a run; use --force to overwrite it, --resume {run_dir} to continue it, "
-            "or another --out"
-        )
-    check_run_settings(settings)
-    agent = make_agent(
-        settings.method, settings.env_id, seed=settings.seed, device=settings.device, **settings.hyperparameters
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if force:
-        _clear_run(run_dir)
-    config = {
-        **settings.to_dict(),
-        "hyperparameter_overrides": settings.hyperparameters,
-        "hyperparameters": agent.config.to_dict(),
-        "device_resolved": str(agent.device),
-        "reward_threshold": reward_threshold(settings.env_id),
-        "evaluation": {
-            "final_episodes": FINAL_EVAL_EPISODES,
-            "final_seed": EVAL_SEED,
-            "final_envs": FINAL_EVAL_ENVS,
-            "solved": f"mean return of {FINAL_EVAL_EPISODES} deterministic episodes >= reward_threshold",
-        },
-        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": list(command) if command is not None else list(sys.argv),
-        "versions": environment_versions(agent.device),
-        "resumed": [],
-    }
-    write_json(run_dir / CONFIG, config)
-    return agent
+    run_dir = check_output_dir(run_dir)
+
+    def refuse_existing() -> None:
+        if holds_run(run_dir) and not force:
+            raise RunExistsError(
+                f"{run_dir} already holds a run; use --force to overwrite it, --resume {run_dir} to continue it, "
+                "or another --out"
+            )
+
+    refuse_existing()
+    info, agent_config = check_run_settings(settings)
+    lock = DirectoryLock(run_dir)
+    try:
+        refuse_existing()  # again, now that no other process can write it
+        if force:
+            _clear_run(run_dir)
+        remove_temporary_files(run_dir)
+        agent = info.build(settings.env_id, agent_config, seed=settings.seed, device=settings.device)
+    except BaseException:
+        lock.release()
+        raise
+    run = Run(agent, settings, run_dir, lock)
+    try:
+        config = {
+            **settings.to_dict(),
+            "hyperparameter_overrides": settings.hyperparameters,
+            "hyperparameters": agent.config.to_dict(),
+            "device_resolved": str(agent.device),
+            "reward_threshold": reward_threshold(settings.env_id),
+            "evaluation": {
+                "final_episodes": FINAL_EVAL_EPISODES,
+                "final_seed": EVAL_SEED,
+                "final_envs": FINAL_EVAL_ENVS,
+                "solved": f"mean return of {FINAL_EVAL_EPISODES} deterministic episodes >= reward_threshold",
+            },
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": list(command) if command is not None else list(sys.argv),
+            "versions": environment_versions(agent.device),
+            "resumed": [],
+        }
+        write_json(run_dir / CONFIG, config)
+    except BaseException:
+        run.close()
+        raise
+    return run
 
 
 def open_resume(
     run_dir: str | os.PathLike, steps: int | None = None, device: str = "auto", command: Sequence[str] | None = None
-) -> tuple[Agent, RunSettings]:
-    """Load the checkpoint of ``run_dir`` to train on to ``steps`` (default: the run's own budget).
+) -> Run:
+    """Lock ``run_dir`` and load its checkpoint to train on to ``steps`` (default: the run's own budget).
 
-    ``config.json`` gains the new budget and an entry in ``resumed``.
+    The agent -- its method, env, seed and hyperparameters -- comes from ``checkpoint.pt``; ``config.json`` gives the
+    budget and ``stop_on_solved``, must name the same method, env and seed, and gains the new budget and an entry
+    in ``resumed``. ``metrics.csv`` is rewritten from the checkpoint's record (rows logged after the checkpoint by a
+    run that was killed are dropped), and leftover temporary files are removed.
 
     Raises:
         FileNotFoundError: ``run_dir`` has no ``config.json`` or no ``checkpoint.pt``.
-        ValueError: a corrupt checkpoint or config, or ``steps`` below the env steps already trained.
+        experiments.locks.DirectoryLockedError: another process writes ``run_dir``.
+        ValueError: a corrupt checkpoint, a ``config.json`` with missing or mistyped fields, a checkpoint and
+            config from different runs, or ``steps`` below the env steps already trained. Nothing is written then.
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
@@ -492,77 +577,98 @@ def open_resume(
     if not (run_dir / CHECKPOINT).is_file():
         raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT} to resume from")
     config = read_json(run_dir / CONFIG)
-    try:
-        names = [f.name for f in dataclasses.fields(RunSettings)]
-        settings = RunSettings(**{k: config[k] for k in names if k in config})
-        settings.hyperparameters = dict(config.get("hyperparameter_overrides", {}))
-    except (TypeError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{run_dir / CONFIG}: not a run configuration ({exc})") from None
+    settings = settings_from_config(config, run_dir / CONFIG)
     settings.device = device
-    agent = Agent.load(run_dir / CHECKPOINT, device=device)
-    if steps is not None:
-        if steps < agent.num_env_steps:
-            raise ValueError(f"--steps {steps} is below the {agent.num_env_steps} env steps {run_dir} already trained")
-        settings.steps = int(steps)
-    config["steps"] = settings.steps
-    config.setdefault("resumed", []).append(
-        {
-            "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "from_env_steps": agent.num_env_steps,
-            "to_steps": settings.steps,
-            "device": str(agent.device),
-            "command": list(command) if command is not None else list(sys.argv),
-        }
-    )
-    write_json(run_dir / CONFIG, config)
-    return agent, settings
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"the step budget must be a positive integer, got {steps!r}")
+    lock = DirectoryLock(run_dir)
+    try:
+        agent = Agent.load(run_dir / CHECKPOINT, device=device)
+    except BaseException:
+        lock.release()
+        raise
+    run = Run(agent, settings, run_dir, lock)
+    try:
+        mine = (settings.method, settings.env_id, settings.seed)
+        theirs = (agent.method, agent.env_id, agent.seed)
+        if mine != theirs:
+            raise ValueError(
+                f"{run_dir}: {CONFIG} is method {mine[0]} on {mine[1]} seed {mine[2]} but {CHECKPOINT} holds method "
+                f"{theirs[0]} on {theirs[1]} seed {theirs[2]}; they come from different runs"
+            )
+        if steps is not None:
+            if steps < agent.num_env_steps:
+                raise ValueError(
+                    f"--steps {steps} is below the {agent.num_env_steps} env steps {run_dir} already trained"
+                )
+            settings.steps = int(steps)
+        config["steps"] = settings.steps
+        config.setdefault("resumed", []).append(
+            {
+                "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "from_env_steps": agent.num_env_steps,
+                "to_steps": settings.steps,
+                "device": str(agent.device),
+                "command": list(command) if command is not None else list(sys.argv),
+            }
+        )
+        remove_temporary_files(run_dir)
+        write_metrics_csv(run_dir / METRICS, agent.record)
+        write_json(run_dir / CONFIG, config)
+    except BaseException:
+        run.close()
+        raise
+    return run
 
 
-def train_agent(
-    agent: Agent,
-    settings: RunSettings,
-    run_dir: str | os.PathLike,
+def train_run(
+    run: Run,
     progress: bool = False,
     callbacks: Sequence[BaseCallback] = (),
     stop_flag: Any = None,
     tensorboard: bool = True,
+    verbose: bool = False,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),  # noqa: B008 - frozen dataclass
 ) -> dict[str, Any]:
-    """Train ``agent`` to ``settings.steps`` env steps, then write every run file (see :func:`finish_run`).
+    """Train ``run.agent`` to ``run.settings.steps`` env steps, logging every record row to ``metrics.csv`` (and
+    TensorBoard, and stdout with ``verbose``) as it goes and checkpointing per ``checkpoints``, then write every run
+    file (see :func:`finish_run`). The run stays open (close it).
 
     Args:
         progress: show a tqdm bar on stderr.
-        callbacks: more callbacks (they run before the stop check).
-        stop_flag: anything with ``is_set()``; once set, training stops at the next iteration boundary as if
-            interrupted (see :func:`deferred_sigint`).
+        callbacks: more callbacks (they run before the checkpoint and the stop check).
+        stop_flag: anything with ``is_set()`` (and optionally ``signum``); once set, training stops at the next
+            iteration boundary as if interrupted (see :func:`deferred_interrupts`).
         tensorboard: log to ``run_dir/tb`` when tensorboard is installed.
+        verbose: also print SB3's table of every row on stdout.
     Returns:
         The contents of ``result.json``.
     Raises:
-        TrainingInterrupted: on KeyboardInterrupt (or a set ``stop_flag``), after saving ``checkpoint.pt`` and
-            ``metrics.csv``.
+        TrainingInterrupted: on KeyboardInterrupt (or a set ``stop_flag``), after saving ``checkpoint.pt``.
     """
-    run_dir = Path(run_dir)
-    tb = TensorBoardCallback.create(run_dir / TB_DIR) if tensorboard else None
+    agent, settings, run_dir = run.agent, run.settings, run.run_dir
+    checkpoints.validate()
     cbs: list[BaseCallback] = list(callbacks)
     if progress:
         cbs.append(ProgressBarCallback(settings.steps, desc=f"{settings.method} s{settings.seed}"))
-    if tb is not None:
-        cbs.append(tb)
     if settings.stop_on_solved:
         cbs.append(StopTrainingOnSolved())
+    cbs.append(checkpoints.callback(run_dir / CHECKPOINT, settings.steps))
     if stop_flag is not None:
         cbs.append(StopRequestCallback(stop_flag))
+    logger = configure_run_logger(run_dir / METRICS, run_dir / TB_DIR if tensorboard else None, verbose=verbose)
+    agent.set_logger(logger)
     try:
         try:
             agent.learn(settings.steps, callback=cbs)
         except KeyboardInterrupt:
             agent.save(run_dir / CHECKPOINT)
-            write_metrics_csv(run_dir / METRICS, agent.record)
-            raise TrainingInterrupted(run_dir, agent.num_env_steps, settings.steps) from None
-        return finish_run(agent, settings, run_dir, tb)
+            signum = getattr(stop_flag, "signum", signal.SIGINT) if stop_flag is not None else signal.SIGINT
+            raise TrainingInterrupted(run_dir, agent.num_env_steps, settings.steps, signum) from None
+        return finish_run(agent, settings, run_dir, logger)
     finally:
-        if tb is not None:
-            tb.close()
+        logger.close()
+        agent.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def final_evaluation(agent: Agent, deterministic: bool) -> EvalResult:
@@ -583,9 +689,11 @@ def final_evaluation(agent: Agent, deterministic: bool) -> EvalResult:
 
 
 def finish_run(
-    agent: Agent, settings: RunSettings, run_dir: str | os.PathLike, tb: TensorBoardCallback | None = None
+    agent: Agent, settings: RunSettings, run_dir: str | os.PathLike, logger: Logger | None = None
 ) -> dict[str, Any]:
-    """Save the checkpoint, evaluate, and write ``policy.pt``, ``metrics.csv``, ``curve.png`` and ``result.json``.
+    """Save the checkpoint, evaluate, and write ``policy.pt``, ``curve.png`` and ``result.json`` (``metrics.csv`` is
+    written as training runs); the final evaluation also goes to ``logger`` (not to its CSV) as
+    ``eval/final_mean_reward``, ``eval/final_std_reward`` and ``eval/final_stochastic_mean_reward``.
 
     ``result.json``: ``env``, ``method``, ``seed``, ``env_steps`` (trained), ``target_env_steps``, ``wall_s``
     (training seconds, evaluation excluded), ``iterations``, ``solved`` / ``solve_env_steps`` / ``solve_wall_s``
@@ -610,7 +718,6 @@ def finish_run(
         "hyperparameters": _json_safe(agent.config.to_dict()),
     }
     agent.policy.save(run_dir / POLICY, extra=extra)
-    write_metrics_csv(run_dir / METRICS, agent.record)
     title = f"{settings.method} on {settings.env_id}, seed {settings.seed}"
     final = (agent.num_env_steps, det.mean, det.std, det.episodes)
     plot_learning_curve(agent.record, run_dir / CURVE, title, threshold, agent.solve_env_steps, final)
@@ -639,15 +746,11 @@ def finish_run(
         "device": str(agent.device),
     }
     write_json(run_dir / RESULT, result)
-    if tb is not None:
-        tb.add_scalars(
-            {
-                "eval/final_return_mean": det.mean,
-                "eval/final_return_std": det.std,
-                "eval/final_stochastic_return_mean": sto.mean,
-            },
-            agent.num_env_steps,
-        )
+    if logger is not None:
+        finals = {"final_mean_reward": det.mean, "final_std_reward": det.std, "final_stochastic_mean_reward": sto.mean}
+        for key, value in finals.items():
+            logger.record(f"eval/{key}", value, exclude="csv")
+        logger.dump(step=agent.num_env_steps)
     return result
 
 
@@ -660,15 +763,18 @@ def run_training(
     callbacks: Sequence[BaseCallback] = (),
     stop_flag: Any = None,
     tensorboard: bool = True,
+    verbose: bool = False,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),  # noqa: B008 - frozen dataclass
 ) -> dict[str, Any]:
-    """Start (or, with ``resume``, continue from ``run_dir``'s checkpoint to ``settings.steps``) and finish a run.
+    """Start (or, with ``resume``, continue from ``run_dir``'s checkpoint to ``settings.steps``) and finish a run,
+    closing it (agent and lock) whatever happens.
 
     Returns the contents of ``result.json``. Raises what :func:`start_run` / :func:`open_resume` and
-    :func:`train_agent` raise.
+    :func:`train_run` raise.
     """
     if resume:
-        agent, resumed = open_resume(run_dir, steps=settings.steps, device=settings.device)
-        settings = resumed
+        run = open_resume(run_dir, steps=settings.steps, device=settings.device)
     else:
-        agent = start_run(settings, run_dir, force=force)
-    return train_agent(agent, settings, run_dir, progress, callbacks, stop_flag, tensorboard)
+        run = start_run(settings, run_dir, force=force)
+    with run:
+        return train_run(run, progress, callbacks, stop_flag, tensorboard, verbose, checkpoints)

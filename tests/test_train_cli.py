@@ -1,4 +1,5 @@
-"""Tests for train.py (train / compare / evaluate), experiments.runner and experiments.compare on the small gridworld.
+"""Tests for train.py (train / compare / evaluate / hyperparameters), experiments.runner and experiments.compare on the
+small gridworld.
 
 The CLI runs as a subprocess where its process-level behaviour matters (exit codes, SIGINT, no traceback) and
 in-process through ``train.main(argv)`` elsewhere (same code, without the interpreter start-up). Budgets: a few
@@ -10,7 +11,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,20 +25,22 @@ import pytest
 import torch
 
 from agents import Agent, FunctionCallback
+from agents.base import EVAL_MEAN, SECONDS, STEPS
 from agents.evaluation import evaluate
 from experiments.compare import SUMMARY_COLUMNS, WALL_CLOCK_COLUMNS
-from experiments.run_callbacks import TensorBoardCallback, tensorboard_tag
+from experiments.locks import DirectoryLock
+from experiments.run_log import read_metrics_csv
 from experiments.runner import (
     EVAL_SEED,
     FINAL_EVAL_ENVS,
     RUN_FILES,
+    CheckpointPolicy,
     RunSettings,
     TrainingInterrupted,
     parse_hyperparameters,
-    read_metrics_csv,
     run_training,
     start_run,
-    train_agent,
+    train_run,
 )
 from experiments.stats import iqm
 from gumbel_rl import GumbelPolicy
@@ -135,10 +140,12 @@ def test_train_writes_every_file_with_its_keys(trained):
         reader = csv.DictReader(f)
         rows = list(reader)
         columns = reader.fieldnames
-    assert columns[:2] == ["env_steps", "wall_s"] and "eval_return_mean" in columns
-    steps = [int(r["env_steps"]) for r in rows]
+    assert columns[:2] == [STEPS, SECONDS] and EVAL_MEAN in columns
+    steps = [int(r[STEPS]) for r in rows]
     assert steps == sorted(steps) and steps[-1] == result["env_steps"] and len(rows) == result["iterations"]
-    assert rows[0]["eval_return_mean"] != ""  # the first iteration evaluates
+    assert rows[0][EVAL_MEAN] != ""  # the first iteration evaluates
+    assert read_metrics_csv(out / "metrics.csv") == Agent.load(out / "checkpoint.pt").record  # the whole record
+    assert list(out.glob(".*.tmp")) == []
 
     assert is_png(out / "curve.png")
     assert "run dir" in proc.stdout and str(out) in proc.stdout and "final" in proc.stdout
@@ -187,7 +194,7 @@ def test_evaluate_writes_a_gif_of_one_episode(trained, tmp_path, capsys):
     assert sum(durations) == frames * 250  # gridworld render_fps 4
 
 
-def test_help_lists_environments_and_methods(capsys):
+def test_help_lists_train_options_commands_environments_and_methods(capsys):
     import agents
     from envs import GRIDWORLD_IDS
 
@@ -195,8 +202,80 @@ def test_help_lists_environments_and_methods(capsys):
     assert rc == 0
     for name in ["CartPole-v1", *GRIDWORLD_IDS, *agents.METHODS]:
         assert re.search(rf"^\s+{re.escape(name)}\s+\S", stdout, re.M), name
-    for command in ("train", "compare", "evaluate"):
-        assert command in stdout
+    for command in ("train", "compare", "evaluate", "hyperparameters"):
+        assert re.search(rf"^\s+{command}\s+\S", stdout, re.M), command
+    for option in (
+        "--env",
+        "--method",
+        "--steps",
+        "--hp",
+        "--out",
+        "--resume",
+        "--checkpoint-every-steps",
+        "--verbose",
+    ):
+        assert re.search(rf"^\s+{option}\b", stdout, re.M), option
+    rc, again, _ = main(capsys, "train", "--help")
+    assert rc == 0 and again == stdout
+
+
+def test_hyperparameters_lists_every_field_with_its_env_default_and_docstring(capsys):
+    import dataclasses
+
+    from agents.hyperparams import default_hyperparameters
+    from agents.registry import METHODS, hyperparameter_docs, resolve
+
+    rc, stdout, err = main(capsys, "hyperparameters", "st-gumbel", "--env", ENV)
+    assert rc == 0, err
+    _, config = resolve("st-gumbel", ENV, {})
+    tuned = default_hyperparameters("st-gumbel", ENV)
+    for f in dataclasses.fields(config):
+        line = re.search(rf"^  {f.name}\s+(\*?)(\S+)\s+(\S.*)$", stdout, re.M)
+        assert line, f.name
+        assert (line.group(1) == "*") == (f.name in tuned)
+        value = getattr(config, f.name)
+        assert json.loads(line.group(2)) == (list(value) if isinstance(value, tuple) else value), f.name
+    assert re.search(r"^  eval_every\s+\*2048\s+Evaluate the greedy policy", stdout, re.M)  # inherited, tuned
+    assert re.search(r"^  horizon\s+\*8\s+Steps per window", stdout, re.M)
+    # every method documents every hyperparameter (an attribute docstring under each Config field)
+    for method in METHODS:
+        env = ENV if method in agents_on(ENV) else "CartPole-v1"
+        docs = hyperparameter_docs(method, env)
+        assert [d.name for d in docs] == [f.name for f in dataclasses.fields(METHODS[method].agent_cls.config_cls)]
+        assert all(d.doc for d in docs), [d.name for d in docs if not d.doc]
+    rc, _, err = main(capsys, "hyperparameters", "nope")
+    assert rc == 2 and "unknown method 'nope'" in err
+
+
+def agents_on(env_id: str) -> list[str]:
+    from agents.registry import methods_for
+
+    return methods_for(env_id)
+
+
+def test_field_docstrings_are_read_from_the_class_and_its_bases():
+    from dataclasses import dataclass
+
+    from agents.base import Config
+    from agents.hyperparams import describe_hyperparameters, field_docstrings
+
+    @dataclass
+    class Small(Config):
+        alpha: float = 0.5
+        """Weight of
+        something."""
+        beta: int = 3
+        eval_every: int = 7
+        """Overridden here."""
+
+    docs = field_docstrings(Small)
+    assert docs["alpha"] == "Weight of something."
+    assert "beta" not in docs
+    assert docs["eval_every"] == "Overridden here."
+    assert docs["activation"].startswith("Activation of the policy network")
+    described = {d.name: d for d in describe_hyperparameters(Small(), tuned={"beta": 3})}
+    assert (described["beta"].default, described["beta"].tuned, described["beta"].doc) == (3, True, "")
+    assert (described["alpha"].default, described["alpha"].tuned) == (0.5, False)
 
 
 def test_hp_values_parse_as_json_with_a_string_fallback():
@@ -309,55 +388,62 @@ def test_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_o
     first: list[int] = []
 
     def interrupt(agent, row):  # a Ctrl-C right after the first iteration
-        first.append(row["env_steps"])
+        first.append(row[STEPS])
         raise KeyboardInterrupt
 
-    run = tmp_path / "run"
+    run_dir = tmp_path / "run"
     settings = RunSettings(ENV, "st-gumbel", 0, steps=10**9, hyperparameters=hp)
-    agent = start_run(settings, run)
-    with pytest.raises(TrainingInterrupted) as info:
-        train_agent(agent, settings, run, callbacks=[FunctionCallback(interrupt)], tensorboard=False)
+    with start_run(settings, run_dir) as run, pytest.raises(TrainingInterrupted) as info:
+        train_run(run, callbacks=[FunctionCallback(interrupt)], tensorboard=False)
     per_iteration = first[0]
-    assert info.value.env_steps == per_iteration > 0
-    assert (run / "checkpoint.pt").is_file() and not (run / "result.json").exists()
-    before = read_metrics_csv(run / "metrics.csv")
-    assert [r["env_steps"] for r in before] == [per_iteration]
+    assert info.value.env_steps == per_iteration > 0 and info.value.exit_code == 130
+    assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "result.json").exists()
+    before = read_metrics_csv(run_dir / "metrics.csv")
+    assert [r[STEPS] for r in before] == [per_iteration]
 
     settings.steps = 3 * per_iteration
-    result = run_training(settings, run, resume=True, tensorboard=False)
+    result = run_training(settings, run_dir, resume=True, tensorboard=False)
     assert result["env_steps"] == result["target_env_steps"] == 3 * per_iteration
-    after = read_metrics_csv(run / "metrics.csv")
-    assert [r["env_steps"] for r in after] == [per_iteration, 2 * per_iteration, 3 * per_iteration]
+    after = read_metrics_csv(run_dir / "metrics.csv")
+    assert [r[STEPS] for r in after] == [per_iteration, 2 * per_iteration, 3 * per_iteration]
     assert after[0] == before[0]  # the record continues; nothing was retrained
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
     assert config["steps"] == 3 * per_iteration and config["resumed"][0]["from_env_steps"] == per_iteration
 
     straight = run_training(settings, tmp_path / "straight", tensorboard=False)
-    keys = [k for k in after[0] if k != "wall_s"]
+    keys = [k for k in after[0] if k != SECONDS]
     straight_rows = read_metrics_csv(tmp_path / "straight" / "metrics.csv")
     assert [[r.get(k) for k in keys] for r in after] == [[r.get(k) for k in keys] for r in straight_rows]
     assert result["eval_return_mean"] == straight["eval_return_mean"]
 
 
-def test_sigint_checkpoints_exits_130_and_resume_extends_the_run(tmp_path, capsys):
-    run = tmp_path / "run"
+def start_training(run: Path, *extra: str) -> subprocess.Popen:
+    """``train.py`` on the gridworld with an endless budget, in a subprocess, once it has printed its first line."""
     proc = subprocess.Popen(
         [sys.executable, "train.py", "--env", ENV, "--steps", "100000000", "--hp", "eval_every=1000000",
-         "--out", str(run), "--quiet"],
+         "--out", str(run), "--quiet", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert proc.stdout.readline().startswith("training st-gumbel")
+    return proc
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_checkpoints_exits_128_plus_signal_and_resume_extends_the_run(signum, code, tmp_path, capsys):
+    run = tmp_path / "run"
+    proc = start_training(run, "--checkpoint-every-seconds", "0")
     try:
-        assert proc.stdout.readline().startswith("training st-gumbel")
         time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert f"--resume {run}" in stderr and "Traceback" not in stderr
+    assert signal.Signals(signum).name in stderr
     assert (run / "checkpoint.pt").is_file() and not (run / "result.json").exists()
     done = read_metrics_csv(run / "metrics.csv")
-    trained = done[-1]["env_steps"]
+    trained = done[-1][STEPS]
     assert Agent.load(run / "checkpoint.pt").num_env_steps == trained
 
     rc, stdout, err = main(capsys, "--resume", str(run), "--steps", str(trained + 1), "--quiet")
@@ -365,7 +451,178 @@ def test_sigint_checkpoints_exits_130_and_resume_extends_the_run(tmp_path, capsy
     result = json.loads((run / "result.json").read_text())
     assert trained < result["env_steps"] and result["target_env_steps"] == trained + 1
     rows = read_metrics_csv(run / "metrics.csv")
-    assert rows[: len(done)] == done and rows[len(done)]["env_steps"] > trained
+    assert rows[: len(done)] == done and rows[len(done)][STEPS] > trained
+
+
+def test_kill_9_loses_at_most_one_checkpoint_interval_and_resumes_exactly(tmp_path, capsys):
+    """SIGKILL mid-run: the periodic checkpoint survives; --resume drops the metrics rows logged after it and ends
+    with the record and weights of a run that was never interrupted."""
+    run = tmp_path / "run"
+    every = 640  # ten iterations of 64 env steps
+    proc = start_training(run, "--checkpoint-every-steps", str(every), "--checkpoint-every-seconds", "0")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(read_rows_if_any(run)) < 25:  # >= 2 checkpoints, rows after
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    logged = read_metrics_csv(run / "metrics.csv")
+    saved = Agent.load(run / "checkpoint.pt")
+    assert saved.num_env_steps % every == 0 and saved.num_env_steps >= every
+    assert logged[-1][STEPS] - saved.num_env_steps < every + 64  # at most one interval lost (plus the row in flight)
+    assert logged[: len(saved.record)] == saved.record  # the file held the checkpoint's rows, and maybe more
+    (run / ".curve.png.x1y2z3.tmp").write_bytes(b"half a png")  # as a kill during an atomic write leaves
+
+    target = saved.num_env_steps + 3 * 64
+    rc, _, err = main(capsys, "--resume", str(run), "--steps", str(target), "--quiet")
+    assert rc == 0, err
+    assert list(run.glob(".*.tmp")) == []
+    resumed = Agent.load(run / "checkpoint.pt")
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert rows == resumed.record and [r[STEPS] for r in rows] == [64 * (i + 1) for i in range(target // 64)]
+
+    straight_settings = RunSettings(ENV, "st-gumbel", 0, steps=target, hyperparameters={"eval_every": 1000000})
+    run_training(straight_settings, tmp_path / "straight", tensorboard=False)
+    straight = Agent.load(tmp_path / "straight" / "checkpoint.pt")
+    no_clock = [[{k: v for k, v in r.items() if k != SECONDS} for r in a.record] for a in (resumed, straight)]
+    assert no_clock[0] == no_clock[1]
+    for name, tensor in straight.policy.state_dict().items():
+        assert torch.equal(resumed.policy.state_dict()[name], tensor), name
+
+
+def read_rows_if_any(run: Path) -> list[dict]:
+    try:
+        return read_metrics_csv(run / "metrics.csv")
+    except FileNotFoundError:
+        return []
+
+
+def test_a_second_writer_is_refused_naming_the_holder(trained, tmp_path, capsys):
+    out, _ = trained
+    before = {name: (out / name).read_bytes() for name in RUN_FILES}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from experiments.locks import DirectoryLock; "
+         f"lock = DirectoryLock({str(out)!r}); print('locked', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for argv in (["--resume", str(out), "--steps", "99999"], ["--env", ENV, "--out", str(out), "--force"]):
+            rc, _, err = main(capsys, *argv)
+            assert rc == 2 and len(err.splitlines()) == 1, err
+            assert f"is being written by pid {holder.pid} on " in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
+    cmp_dir = tmp_path / "cmp"
+    with DirectoryLock(cmp_dir):  # a comparison directory too (a second lock in this process conflicts as well)
+        rc, _, err = main(capsys, "compare", *compare_args("st-gumbel"), "--out", str(cmp_dir))
+    assert rc == 2 and f"is being written by pid {os.getpid()}" in err
+    assert list(cmp_dir.iterdir()) == [cmp_dir / ".lock"]
+
+
+def readonly_location(tmp_path: Path) -> Path:
+    """A directory this process cannot create anything in."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro / "run"
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("root without /sys: no read-only location to try")
+    return Path("/sys/kernel/gumbel-rl-test/run")  # sysfs: read-only even for root
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_out_on_a_file_or_a_read_only_location_is_one_line_exit_2(command, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("precious")
+    for out in (a_file, a_file / "run", readonly_location(tmp_path)):
+        argv = ["--env", ENV, "--steps", "64", "--out", str(out)]
+        if command == "compare":
+            argv = ["compare", *compare_args("st-gumbel", steps=64), "--out", str(out)]
+        rc, _, err = main(capsys, *argv)
+        assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("train.py: error: "), err
+        assert "Traceback" not in err and str(out) in err
+    assert a_file.read_text() == "precious" and sorted(tmp_path.iterdir()) == sorted([a_file, *tmp_path.glob("ro")])
+
+
+@pytest.fixture
+def stopped_run(tmp_path):
+    """A run directory interrupted after one iteration (config.json + checkpoint.pt, no result)."""
+
+    def interrupt(agent, row):
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "stopped"
+    settings = RunSettings(ENV, "st-gumbel", 0, steps=10**6, hyperparameters={"eval_every": 10**6})
+    with start_run(settings, run_dir) as run, pytest.raises(TrainingInterrupted):
+        train_run(run, callbacks=[FunctionCallback(interrupt)], tensorboard=False)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [("steps", "many", "steps must be int"), ("seed", 1.5, "seed must be int"), ("method", 3, "method must be str"),
+     ("stop_on_solved", "yes", "stop_on_solved must be true or false")],
+)  # fmt: skip
+def test_resume_of_a_config_with_wrong_types_is_refused_and_the_config_kept(stopped_run, field, value, match, capsys):
+    config = json.loads((stopped_run / "config.json").read_text())
+    config[field] = value
+    (stopped_run / "config.json").write_text(json.dumps(config))
+    files = {p.name: p.read_bytes() for p in stopped_run.iterdir() if p.is_file()}
+    rc, _, err = main(capsys, "--resume", str(stopped_run), "--quiet")
+    assert rc == 2 and len(err.splitlines()) == 1 and match in err and "config.json" in err, err
+    assert {p.name: p.read_bytes() for p in stopped_run.iterdir() if p.is_file()} == files
+
+
+def test_resume_of_config_and_checkpoint_from_different_methods_is_refused_naming_both(stopped_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    settings = RunSettings(ENV, "reinforce", 0, steps=64, hyperparameters={"eval_every": 10**6})
+    run_training(settings, other, tensorboard=False)
+    shutil.copy(other / "checkpoint.pt", stopped_run / "checkpoint.pt")
+    files = {p.name: p.read_bytes() for p in stopped_run.iterdir() if p.is_file()}
+    rc, _, err = main(capsys, "--resume", str(stopped_run), "--quiet")
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "method st-gumbel" in err and "method reinforce" in err and "different runs" in err
+    assert {p.name: p.read_bytes() for p in stopped_run.iterdir() if p.is_file()} == files
+
+
+def test_checkpoint_callback_saves_every_n_steps_and_every_n_seconds(tmp_path):
+    from experiments.run_callbacks import CheckpointCallback
+
+    class FakeAgent:
+        def __init__(self):
+            self.num_env_steps, self.saved = 0, []
+
+        def save(self, path):
+            self.saved.append(self.num_env_steps)
+
+    now = [0.0]
+    agent = FakeAgent()
+    cb = CheckpointCallback(tmp_path / "c.pt", every_steps=100, every_seconds=10.0, clock=lambda: now[0])
+    cb.init_callback(agent)
+    for _ in range(12):  # 64 steps and 1 s per iteration
+        agent.num_env_steps += 64
+        now[0] += 1.0
+        cb.on_step({})
+    assert agent.saved == [128, 256, 384, 512, 640, 768]  # every 100 steps -> after the iteration that passes them
+    agent.saved.clear()
+    cb = CheckpointCallback(tmp_path / "c.pt", every_steps=None, every_seconds=2.5, clock=lambda: now[0])
+    cb.init_callback(agent)
+    for _ in range(6):
+        agent.num_env_steps += 64
+        now[0] += 1.0
+        cb.on_step({})
+    assert [s - 768 for s in agent.saved] == [192, 384]
+    assert CheckpointPolicy(every_steps=None).callback(tmp_path / "c.pt", 5000).every_steps == 500
+    assert CheckpointPolicy(every_steps=0, every_seconds=0).callback(tmp_path / "c.pt", 5000).every_seconds is None
+    with pytest.raises(ValueError, match="--checkpoint-every-seconds"):
+        CheckpointPolicy(every_seconds=-1).validate()
 
 
 # ---- compare --------------------------------------------------------------------------------------------------
@@ -447,30 +704,59 @@ def test_ray_backend_gives_the_local_summary(compared, tmp_path, capsys):
     assert (ray_rows, ray_runs) == machine_free(compared)
 
 
-# ---- callbacks ------------------------------------------------------------------------------------------------
-def test_tensorboard_callback_logs_rows_under_prefixes_against_env_steps():
-    class Writer:
-        def __init__(self):
-            self.scalars = []
+# ---- logging ------------------------------------------------------------------------------------------------
+def test_csv_output_appends_rows_widens_its_header_and_continues_a_file(tmp_path):
+    from stable_baselines3.common.logger import Logger
 
-        def add_scalar(self, tag, value, step):
-            self.scalars.append((tag, value, step))
+    from experiments.run_log import AppendingCSVOutputFormat, write_metrics_csv
 
-        def flush(self):
-            pass
+    path = tmp_path / "metrics.csv"
+    logger = Logger(None, [AppendingCSVOutputFormat(path)])
+    logger.record(STEPS, 100)
+    logger.record("train/actor_loss", 0.5)
+    logger.dump(100)
+    assert path.read_text() == f"{STEPS},train/actor_loss\n100,0.5\n"  # on disk at once: flushed per row
+    logger.record(STEPS, 200)
+    logger.record(EVAL_MEAN, 3.0)
+    logger.record("eval/final_mean_reward", 9.0, exclude="csv")
+    logger.dump(200)
+    assert path.read_text() == f"{STEPS},train/actor_loss,{EVAL_MEAN}\n100,0.5,\n200,,3.0\n"
+    logger.close()
+    assert read_metrics_csv(path) == [{STEPS: 100, "train/actor_loss": 0.5}, {STEPS: 200, EVAL_MEAN: 3.0}]
 
-    assert tensorboard_tag("eval_return_mean") == "eval/return_mean"
-    assert tensorboard_tag("critic_loss") == "losses/critic_loss"
-    assert tensorboard_tag("entropy") == "charts/entropy"
-    writer = Writer()
-    cb = TensorBoardCallback(writer)
-    cb.on_step({"env_steps": 100, "wall_s": 1.0, "actor_loss": 0.5, "eval_return_mean": 3.0, "solved": False})
-    cb.on_step({"env_steps": 300, "wall_s": 2.0, "actor_loss": 0.25})
-    assert ("losses/actor_loss", 0.5, 100) in writer.scalars
-    assert ("eval/return_mean", 3.0, 100) in writer.scalars
-    assert ("eval/solved", 0.0, 100) in writer.scalars
-    assert ("charts/wall_s", 2.0, 300) in writer.scalars
-    assert ("charts/steps_per_second", 200.0, 300) in writer.scalars
+    write_metrics_csv(path, [{STEPS: 100, "train/actor_loss": 0.5, "eval/solved": True}])  # a resume's rewrite
+    logger = Logger(None, [AppendingCSVOutputFormat(path)])
+    logger.record(STEPS, 200)
+    logger.record("train/actor_loss", 0.25)
+    logger.dump(200)
+    logger.close()
+    assert path.read_text() == f"{STEPS},train/actor_loss,eval/solved\n100,0.5,1\n200,0.25,\n"
+
+
+def test_tensorboard_gets_every_row_and_the_final_evaluation_against_env_steps(trained):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = trained
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {STEPS, SECONDS, EVAL_MEAN, "eval/final_mean_reward", "eval/final_stochastic_mean_reward"} <= tags
+    record = read_metrics_csv(out / "metrics.csv")
+    evals = [(r[STEPS], r[EVAL_MEAN]) for r in record if EVAL_MEAN in r]
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars(EVAL_MEAN)] == evals
+    result = json.loads((out / "result.json").read_text())
+    (final,) = events.Scalars("eval/final_mean_reward")
+    assert (final.step, final.value) == (result["env_steps"], pytest.approx(result["eval_return_mean"]))
+
+
+def test_verbose_prints_sb3_tables_instead_of_the_bar(tmp_path, capsys):
+    rc, stdout, err = main(capsys, "--env", ENV, "--steps", "128", "--hp", "eval_every=64", "--verbose",
+                           "--out", str(tmp_path / "run"))  # fmt: skip
+    assert rc == 0, err
+    tables = re.findall(r"^\|    total_timesteps \| (\d+) +\|$", stdout, re.M)  # SB3's table, one per iteration
+    assert tables == ["64", "128"] and re.search(r"^\| eval/ ", stdout, re.M)
+    assert "step/s" not in err
 
 
 def test_median_iqr_interpolates_runs_and_holds_their_last_value():
