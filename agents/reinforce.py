@@ -314,7 +314,7 @@ class ReinforceAgent(Agent):
         self._gym_obs, self._gym_autoreset = o_np, autoreset
         dev = self.device
 
-        def stack(xs: list, dtype: torch.dtype) -> torch.Tensor:
+        def stack(xs: list[Any], dtype: torch.dtype) -> torch.Tensor:
             return torch.as_tensor(np.stack(xs), dtype=dtype, device=dev)
 
         return Rollout(

@@ -78,6 +78,7 @@ from stable_baselines3.common.callbacks import BaseCallback as SB3Callback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import LinearSchedule, safe_mean
+from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from agents.base import EP_REW_MEAN, Agent, Config, check_bool, check_choice, check_fraction, check_positive
@@ -349,7 +350,9 @@ class SB3Agent(Agent):
 
     def _setup(self) -> None:
         cfg = self.config
-        self.venv = make_vec_env(self.env_id, n_envs=cfg.n_envs, seed=self.seed, wrapper_class=_EpisodeRecorder)
+        venv = make_vec_env(self.env_id, n_envs=cfg.n_envs, seed=self.seed, wrapper_class=_EpisodeRecorder)
+        assert isinstance(venv, DummyVecEnv)  # make_vec_env's default vec_env_cls
+        self.venv: DummyVecEnv = venv
         self._closed = False
         self.model = self.algo_cls(
             "MlpPolicy", self.venv, seed=self.seed, device=self.device, verbose=0, **self._algo_kwargs()
@@ -439,15 +442,15 @@ class SB3Agent(Agent):
         self.refresh_policy()
         return super().evaluate(episodes, deterministic=deterministic, seed=seed)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Refresh ``self.policy`` from the SB3 model, then ``Agent.save``."""
         self.refresh_policy()
         return super().save(path)
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def _recorders(self) -> list[_EpisodeRecorder]:
-        recorders = list(self.venv.envs)
-        if not all(isinstance(r, _EpisodeRecorder) for r in recorders):
+        recorders = [env for env in self.venv.envs if isinstance(env, _EpisodeRecorder)]
+        if len(recorders) != len(self.venv.envs):
             raise RuntimeError("the SB3 vec env's copies are not wrapped in _EpisodeRecorder")
         return recorders
 
@@ -591,6 +594,7 @@ class DQNAgent(SB3Agent):
     algo_cls = DQN
     config_cls = DQNConfig
     config: DQNConfig
+    model: DQN
 
     def _algo_kwargs(self) -> dict[str, Any]:
         c = self.config
@@ -625,6 +629,7 @@ class DQNAgent(SB3Agent):
         """``SB3Agent``'s, plus ``_n_calls``, epsilon and the replay buffer's filled part (no pickles)."""
         state = super()._training_state()
         model, rb = self.model, self.model.replay_buffer
+        assert rb is not None  # built with the model
         n = rb.buffer_size if rb.full else rb.pos
         state["n_calls"] = int(model._n_calls)
         state["exploration_rate"] = float(model.exploration_rate)
@@ -638,6 +643,7 @@ class DQNAgent(SB3Agent):
     def _load_training_state(self, state: dict[str, Any]) -> None:
         super()._load_training_state(state)
         model, rb = self.model, self.model.replay_buffer
+        assert rb is not None  # built with the model
         model._n_calls = int(state["n_calls"])
         model.exploration_rate = float(state["exploration_rate"])
         saved = state["replay_buffer"]
