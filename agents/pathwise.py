@@ -29,7 +29,10 @@ Brax's APG), one iteration:
 
        L_actor = -mean_envs(J) / H  -  ent_coef * sum_t mean_envs(entropy(softmax(logits_t))) / H
 
-   followed by gradient-norm clipping (``max_grad_norm``) and Adam.
+   followed by gradient-norm clipping (``max_grad_norm``) and Adam. A learned model, which only predicts the
+   probability ``c_t = twin.continuation(s_{t+1})`` that the episode still runs, gets every later term weighted
+   by the product of those probabilities (Dreamer's continuation): ``gamma^k`` above is really
+   ``prod_{j<k} gamma c_j``. Exact twins return ``c = 1`` and end episodes through ``terminated``.
 3. **Critic** (:func:`critic_loss`). ``V`` (its own MLP and Adam) regresses the TD(lambda) targets ``G_t`` of
    ``agents.returns.lambda_returns`` computed from the window's detached rewards and values,
    ``L_V = mean_t (V(s_t) - G_t)^2``, ``critic_epochs`` passes of ``critic_minibatches`` minibatches.
@@ -166,6 +169,11 @@ class Window(NamedTuple):
     """(H, B) the environment's own rewards (for the episode returns)."""
     next_state: Any
     """The twin state after the window (environments that finished already re-drawn), detached."""
+    continuation: torch.Tensor | None = None
+    """(H, B) ``twin.continuation`` of the state each step led to (ones for an exact twin): the probability that
+    the episode still runs, which weights every later reward and the closing value."""
+    actions: torch.Tensor | None = None
+    """(H, B, n_actions) the actions fed to the twin, detached (for a score-function loss on the same window)."""
 
 
 def value(critic: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -216,7 +224,7 @@ def shac_window(
     discount = torch.ones(obs.shape[0], dtype=obs.dtype, device=obs.device)
     objective = torch.zeros_like(discount)
     entropy = torch.zeros((), dtype=obs.dtype, device=obs.device)
-    obs_buf, rew_buf, env_rew_buf, nv_buf, term_buf, done_buf = [], [], [], [], [], []
+    obs_buf, rew_buf, env_rew_buf, nv_buf, term_buf, done_buf, cont_buf, act_buf = [], [], [], [], [], [], [], []
     for t in range(horizon):
         obs = twin.observe(state)
         action, logits = policy.act(obs, tau=tau, estimator=estimator, generator=generator)
@@ -235,7 +243,12 @@ def shac_window(
         nv_buf.append(next_value.detach())
         term_buf.append(terminated)
         done_buf.append(done)
-        discount = torch.where(done, torch.ones_like(discount), discount * gamma)
+        # Dreamer's continuation: the next step's reward and value count only if the episode still runs (exact
+        # twins: times exactly 1).
+        continuation = twin.continuation(next_state)
+        cont_buf.append(continuation.detach())
+        act_buf.append(action.detach())
+        discount = torch.where(done, torch.ones_like(discount), discount * gamma * continuation)
         state = twin.reset_done(next_state, done, generator=generator)
         if (t + 1) % cut == 0 or t + 1 == horizon:
             # Segments still running close on gamma^k V(s) (k: their length so far), and the gradient is cut.
@@ -253,6 +266,8 @@ def shac_window(
         done=torch.stack(done_buf),
         env_rewards=torch.stack(env_rew_buf),
         next_state=state,
+        continuation=torch.stack(cont_buf),
+        actions=torch.stack(act_buf),
     )
 
 

@@ -287,6 +287,10 @@ class CartPoleTwin:
         pos, _, theta, _ = state.x.t().unbind(0)
         return 1.0 - 0.5 * (theta / self.theta_threshold_radians) ** 2 - 0.5 * (pos / self.x_threshold) ** 2
 
+    def continuation(self, state: CartPoleState) -> torch.Tensor:
+        """Ones, (batch,): the twin is exact, so termination is reported by ``step`` alone."""
+        return torch.ones(state.x.shape[0], dtype=state.x.dtype, device=state.x.device)
+
     def training_reward(
         self, state: CartPoleState, action: torch.Tensor, next_state: CartPoleState, reward: torch.Tensor
     ) -> torch.Tensor:

@@ -81,6 +81,17 @@ class DifferentiableEnv(Protocol):
         """The observation the policy sees, shape (batch, obs_dim), differentiable in the state."""
         ...
 
+    def continuation(self, state: Any) -> torch.Tensor:
+        """The probability that the episode is still running in ``state``, given that it was running one step
+        before: shape (batch,), floating, in [0, 1], differentiable in the state.
+
+        Exact twins report termination through ``step``'s ``terminated`` and return ones here (multiplying by
+        exactly 1 changes nothing). A learned model, which cannot know termination for sure, returns its predicted
+        probability (Dreamer's continuation flag) and never reports ``terminated``; a pathwise method weights
+        every later reward and the bootstrapped value by the product of these probabilities.
+        """
+        ...
+
     def training_reward(self, state: Any, action: torch.Tensor, next_state: Any, reward: torch.Tensor) -> torch.Tensor:
         """What a pathwise method maximises for the transition ``state --action--> next_state``, shape (batch,).
 

@@ -292,6 +292,9 @@ class LineTwin:
     def training_reward(self, state, action, next_state, reward) -> torch.Tensor:
         return reward
 
+    def continuation(self, state: LineState) -> torch.Tensor:
+        return torch.ones(state.x.shape[0])
+
 
 def _line_setup(start_t: list[int], max_episode_steps: int | None = None):
     """Twin, start state, a linear policy that always moves right (greedy under ``argmax``), and the linear critic

@@ -11,7 +11,7 @@ import envs  # noqa: F401  (registers the suite and the twins)
 from envs.differentiable import DifferentiableEnv, differentiable_ids, make_differentiable
 
 ATTRIBUTES = {"env_id": str, "obs_dim": int, "n_actions": int}
-METHODS = ("reset", "reset_done", "step", "observe", "training_reward")
+METHODS = ("reset", "reset_done", "step", "observe", "training_reward", "continuation")
 
 
 def _protocol_params(name: str) -> list[inspect.Parameter]:
