@@ -29,10 +29,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
-    agent = agents.make_agent(args.method, args.env, seed=args.seed)
-    agent.learn(total_env_steps=args.steps)
-    result = agent.evaluate(episodes=100)  # greedy actions, real env
-    agent.policy.save(args.out, extra={"env_id": args.env, "method": args.method})
+    try:  # an unknown method or env, or a bad hyperparameter: one line, exit 2
+        agent = agents.make_agent(args.method, args.env, seed=args.seed)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    with agent:  # closes what the agent opened (its training environments)
+        agent.learn(total_env_steps=args.steps)
+        result = agent.evaluate(episodes=100)  # greedy actions, real env
+        agent.policy.save(args.out, extra={"env_id": args.env, "method": args.method})
 
     print(f"trained {args.method} on {args.env} for {agent.num_env_steps} env steps")
     print(f"solved: {agent.solved} (at {agent.solve_env_steps} env steps)")

@@ -27,8 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # a small network: one thread is fastest
 
-    policy = GumbelPolicy.load(args.policy)
-    env_id = args.env or GumbelPolicy.read_metadata(args.policy)["extra"]["env_id"]
+    try:  # a missing, corrupt or foreign file: one line, exit 2
+        policy = GumbelPolicy.load(args.policy)
+        env_id = args.env or (GumbelPolicy.read_metadata(args.policy).get("extra") or {}).get("env_id")
+    except (FileNotFoundError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if env_id is None:
+        parser.exit(2, f"{parser.prog}: error: {args.policy} does not name its environment; give --env ID\n")
     venv = make_vec_env(env_id, n_envs=1, seed=args.seed)
     mean, std = evaluate_policy(policy, venv, n_eval_episodes=args.episodes, deterministic=True)
     venv.close()

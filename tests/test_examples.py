@@ -78,3 +78,24 @@ def test_sb3_evaluate_policy_gives_the_same_mean(policy_file):
     expected = evaluate(GumbelPolicy.load(path), ENV, 5, deterministic=True, seed=0)
     assert float(mean) == pytest.approx(expected.mean, abs=1e-6)
     assert float(std) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gym_loop.py", "sb3_evaluate.py"])
+def test_examples_refuse_a_bad_policy_file_in_one_line(name, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a policy")
+    for path in (bad, tmp_path / "missing.pt"):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / name), str(path)], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.splitlines() == [proc.stderr.strip()] and str(path) in proc.stderr
+
+
+def test_python_api_refuses_an_unknown_method_in_one_line():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "python_api.py"), "--method", "nope"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("python_api.py: error: unknown method 'nope'")
+    assert "Traceback" not in proc.stderr

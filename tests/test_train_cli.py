@@ -679,6 +679,40 @@ def test_compare_rerun_skips_finished_runs_and_prints_the_table(compared, capsys
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == mtimes
 
 
+def test_compare_resumes_an_interrupted_run_from_its_checkpoint_to_the_same_result(compared, tmp_path, capsys):
+    from experiments.compare import CompareSettings
+
+    out = tmp_path / "cmp"
+    settings = CompareSettings(ENV, ["st-gumbel"], 2, steps=2048, hyperparameters={"eval_every": 1024})
+    run_dir = out / "st-gumbel__s0"
+
+    def interrupt(agent, row):  # killed after three iterations, its last checkpoint at two
+        if agent.iterations == 2:
+            agent.save(tmp_path / "periodic.pt")
+        if agent.iterations == 3:
+            raise KeyboardInterrupt
+
+    with start_run(settings.run_settings("st-gumbel", 0), run_dir) as run, pytest.raises(TrainingInterrupted):
+        train_run(run, callbacks=[FunctionCallback(interrupt)], checkpoints=CheckpointPolicy(0, 0))
+    shutil.copy(tmp_path / "periodic.pt", run_dir / "checkpoint.pt")  # as if killed: the last periodic checkpoint
+    rc, stdout, err = main(capsys, "compare", *compare_args("st-gumbel"), "--out", str(out))
+    assert rc == 0, err
+    assert "resuming st-gumbel__s0 from its checkpoint.pt" in stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    assert [r["from_env_steps"] for r in config["resumed"]] == [2 * 64]
+
+    def machine_free(path):
+        return {k: v for k, v in json.loads(path.read_text()).items() if "wall" not in k}
+
+    for seed in (0, 1):
+        name = f"st-gumbel__s{seed}"
+        assert machine_free(out / name / "result.json") == machine_free(compared / name / "result.json")
+        rows = [{k: v for k, v in r.items() if k != SECONDS} for r in read_metrics_csv(out / name / "metrics.csv")]
+        assert rows == [
+            {k: v for k, v in r.items() if k != SECONDS} for r in read_metrics_csv(compared / name / "metrics.csv")
+        ]
+
+
 def test_compare_with_other_settings_in_the_same_dir_is_refused(compared, capsys):
     changed = compare_args("st-gumbel", "reinforce", steps=4096)
     rc, _, err = main(capsys, "compare", *changed, "--out", str(compared))
