@@ -103,14 +103,18 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(nd)
 
 
-def _scaled(z: torch.Tensor, row_max: torch.Tensor, tau: float) -> torch.Tensor:
+def _scaled(z: torch.Tensor, row_max: torch.Tensor, tau: float, peak: float | None = None) -> torch.Tensor:
     """``z / tau`` for ``softmax``, safe from overflow: rows whose maximum ``row_max / tau`` overflows are shifted
     by ``row_max`` first (softmax is shift-invariant). Other rows are ``z / tau`` bit for bit (``z - 0 == z``).
 
-    ``row_max`` is the detached maximum of ``z`` along the softmax dimension, keepdim; no host synchronisation.
+    ``row_max`` is the detached maximum of ``z`` along the softmax dimension, keepdim. ``peak``: the largest
+    ``|row_max|`` when the caller has read it already (validation does); then the common case, where nothing can
+    overflow, is a plain division. Without it the guard runs on the device, without a host synchronisation.
     """
     if tau == 1.0:
         return z  # softmax subtracts the row maximum itself
+    if tau > 1.0 or (peak is not None and peak / tau < 0.5 * torch.finfo(z.dtype).max):  # margin: tau's rounding
+        return z / tau  # cannot overflow: finite z shrinks, or the largest |row max| / tau is known to fit
     shift = torch.where(torch.isfinite(row_max / tau), 0.0, row_max)
     return (z - shift) / tau
 
@@ -159,11 +163,15 @@ def _perturb(logits: torch.Tensor, generator: torch.Generator | None) -> torch.T
     return _upcast(logits) - log_neg_log_u
 
 
-def _validate_row_max(row_max: torch.Tensor, logits: torch.Tensor) -> None:
-    # One reduction and one host read; only a non-finite sum (NaN/inf logits, or finite maxima whose sum
-    # overflows) runs the exact diagnosis.
-    if not math.isfinite(row_max.sum().item()):
+def _validate_row_max(row_max: torch.Tensor, logits: torch.Tensor) -> float:
+    """The largest ``|row_max|`` (host float) after checking that every row maximum is finite.
+
+    One reduction and one host read (``amax`` propagates NaN); only a non-finite value runs the exact diagnosis.
+    """
+    peak = row_max.abs().amax().item()
+    if not math.isfinite(peak):
         _check_row_max(row_max, logits)
+    return float(peak)
 
 
 def _as_float_tensor(x: torch.Tensor | float) -> torch.Tensor:
@@ -217,21 +225,28 @@ def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def straight_through(
-    z: torch.Tensor,
-    index: torch.Tensor | None = None,
-    tau: float = 1.0,
-    dim: int = -1,
-    *,
-    row_max: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None,
+    z: torch.Tensor, index: torch.Tensor | None = None, tau: float = 1.0, dim: int = -1
 ) -> torch.Tensor:
     """One-hot of ``index`` (default ``argmax(z)``, keepdim) forward; gradient of ``softmax(z / tau)`` backward.
 
     Built as ``(y - y.detach()) + one_hot`` from native ops: the forward value is exactly the one-hot (``y - y`` is
     exactly 0) and the backward is torch's fused softmax backward. The softmax is computed as :func:`softmax_tau`
-    (float32 for half-precision ``z``, overflow-safe for tiny ``tau``). Returns ``out_dtype`` (default ``z``'s dtype).
-    ``row_max``: the detached ``z.amax(dim, keepdim=True)`` when the caller has it already.
+    (float32 for half-precision ``z``, overflow-safe for tiny ``tau``); the result has ``z``'s dtype.
     """
+    return _straight_through(z, index, float(tau), dim)
+
+
+def _straight_through(
+    z: torch.Tensor,
+    index: torch.Tensor | None,
+    tau: float,
+    dim: int,
+    row_max: torch.Tensor | None = None,
+    peak: float | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """:func:`straight_through` for ``z`` that may already be upcast: ``row_max`` and ``peak`` as for
+    :func:`_scaled` when known, ``out_dtype`` the dtype to return (default ``z``'s)."""
     out_dtype = z.dtype if out_dtype is None else out_dtype
     if index is None:
         index = z.detach().argmax(dim=dim, keepdim=True)
@@ -240,7 +255,7 @@ def straight_through(
     zc = _upcast(z)
     if row_max is None:
         row_max = zc.detach().amax(dim=dim, keepdim=True)
-    y = torch.softmax(_scaled(zc, row_max.to(zc.dtype), tau), dim=dim)
+    y = torch.softmax(_scaled(zc, row_max.to(zc.dtype), tau, peak), dim=dim)
     out = (y - y.detach()).add_(_one_hot(index, y.detach(), dim))
     return out if out.dtype == out_dtype else out.to(out_dtype)
 
@@ -277,9 +292,8 @@ def gumbel_softmax(
     tau = float(tau)
     z = _perturb(logits, generator)
     row_max, index = z.detach().max(dim=dim, keepdim=True)
-    if validate:
-        _validate_row_max(row_max, logits)
+    peak = _validate_row_max(row_max, logits) if validate else None
     if hard:
-        return straight_through(z, index, tau=tau, dim=dim, row_max=row_max, out_dtype=logits.dtype)
-    y = torch.softmax(_scaled(z, row_max, tau), dim=dim)
+        return _straight_through(z, index, tau, dim, row_max, peak, out_dtype=logits.dtype)
+    y = torch.softmax(_scaled(z, row_max, tau, peak), dim=dim)
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
