@@ -598,7 +598,7 @@ def run_comparison(
     interrupted, signum = False, signal.SIGINT
     if tasks:
         n = min(workers or os.cpu_count() or 1, len(tasks))
-        notice = "stopping the running runs at their next iteration (checkpointed); Ctrl-C again quits now"
+        notice = "stopping the running runs at their next iteration (checkpointed); a second signal quits now"
         guard = (
             contextlib.nullcontext(stop_flag)
             if stop_flag is not None
