@@ -241,7 +241,7 @@ def plan_comparison(
 
 
 # ---- one run in a worker ----------------------------------------------------------------------------------------
-def _curve(record: Sequence[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, float]]:
+def _curve(record: Sequence[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, Any]]:
     """The periodic evaluations of a run (record rows reduced to ``time/total_timesteps``, ``time/train_seconds``
     and ``eval/mean_reward``), then its final evaluation at the end of training (so that every curve reaches the
     run's last env step, whatever ``eval_every`` was)."""
