@@ -9,6 +9,12 @@ that explain them) and two hooks:
   the prefixes below;
 
 and, if it opens anything (environments), ``close()``. Agents are context managers (``with make_agent(...) as a:``).
+A method registers its names with :func:`register_method` (the table :data:`METHODS`, which ``agents.registry``
+reads to build agents and :meth:`Agent.load` reads to rebuild them).
+
+Threads: ``learn`` and ``evaluate`` run with the agent's ``n_threads`` torch CPU threads (default 1: these small
+networks are fastest on one thread, and several threads on a busy machine can be many times slower) and restore
+torch's global setting afterwards (:func:`torch_threads`); ``n_threads=None`` leaves torch's setting alone.
 
 The learn loop times training (excluding evaluation), evaluates the greedy policy in the real Gymnasium
 environment every ``eval_every`` env steps, decides "solved" (mean over 100 deterministic episodes >=
@@ -32,6 +38,7 @@ atomically and read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,6 +46,7 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -145,6 +153,27 @@ def build_config(config_cls: type[Config], defaults: dict[str, Any], overrides: 
     return cfg
 
 
+@contextlib.contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Within the block torch uses ``n_threads`` CPU threads (``torch.set_num_threads``); the previous setting is
+    restored on leaving it. ``None`` changes nothing."""
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_threads(n_threads: Any) -> None:
+    """Raise ``ValueError`` unless ``n_threads`` is None or an integer >= 1."""
+    if n_threads is not None and (not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1):
+        raise ValueError(f"n_threads must be an integer >= 1 or None (torch's own setting), got {n_threads!r}")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's and torch's global generators (CPU and CUDA). NumPy: each agent has its own ``np_rng``."""
     random.seed(seed)
@@ -163,12 +192,17 @@ class Agent(ABC):
         solved, solve_env_steps, solve_wall_s: when the 100-episode deterministic evaluation first reached the
             environment's reward threshold.
         evaluations: periodic evaluations done so far (each one draws fresh episodes).
+        n_threads: torch CPU threads of ``learn`` and ``evaluate`` (None: torch's global setting).
     """
 
     config_cls: ClassVar[type[Config]] = Config
 
-    def __init__(self, method: str, env_id: str, config: Config, seed: int = 0, device: str = "auto") -> None:
+    def __init__(
+        self, method: str, env_id: str, config: Config, seed: int = 0, device: str = "auto", n_threads: int | None = 1
+    ) -> None:
+        check_threads(n_threads)
         self.method, self.env_id, self.config, self.seed = method, env_id, config, int(seed)
+        self.n_threads = n_threads
         self.device = resolve_device(device)
         self.num_env_steps = 0
         self.iterations = 0
@@ -223,16 +257,17 @@ class Agent(ABC):
         """Train until ``num_env_steps >= total_env_steps`` (an absolute count, so a resumed agent continues to
         the same target), or until the callback returns False. Returns ``self``."""
         check_positive("total_env_steps", total_env_steps, integer=True)
-        cb = self._start_learning(callback)
-        try:
-            while self.num_env_steps < total_env_steps:
-                t0 = time.perf_counter()
-                steps, metrics = self._train_iteration()
-                self.train_wall_s += time.perf_counter() - t0
-                if not self._after_iteration(steps, metrics, cb):
-                    break
-        finally:
-            cb.on_training_end()
+        with torch_threads(self.n_threads):
+            cb = self._start_learning(callback)
+            try:
+                while self.num_env_steps < total_env_steps:
+                    t0 = time.perf_counter()
+                    steps, metrics = self._train_iteration()
+                    self.train_wall_s += time.perf_counter() - t0
+                    if not self._after_iteration(steps, metrics, cb):
+                        break
+            finally:
+                cb.on_training_end()
         return self
 
     def _start_learning(self, callback: Any) -> BaseCallback:
@@ -256,8 +291,10 @@ class Agent(ABC):
             row.update({EVAL_MEAN: result.mean, EVAL_STD: result.std, EVAL_EPISODES: result.episodes})
             row[EVAL_SOLVED] = self.solved
         self.record.append(row)
+        held = set(self.logger.name_to_value)  # recorded for this dump already (by SB3, perhaps with exclusions)
         for key, value in row.items():
-            self.logger.record(key, int(value) if isinstance(value, bool) else value)
+            if key not in held:
+                self.logger.record(key, int(value) if isinstance(value, bool) else value)
         self.logger.dump(step=self.num_env_steps)
         return callback.on_step(row)
 
@@ -281,8 +318,10 @@ class Agent(ABC):
         return result
 
     def evaluate(self, episodes: int = SOLVE_EPISODES, deterministic: bool = True, seed: int = 0) -> EvalResult:
-        """The policy's return in the real Gymnasium env (see ``agents.evaluation.evaluate``)."""
-        return evaluate(self.policy, self.env_id, episodes, deterministic=deterministic, seed=seed)
+        """The policy's return in the real Gymnasium env (see ``agents.evaluation.evaluate``), with the agent's
+        ``n_threads``."""
+        with torch_threads(self.n_threads):
+            return evaluate(self.policy, self.env_id, episodes, deterministic=deterministic, seed=seed)
 
     # ---- files -------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -320,15 +359,16 @@ class Agent(ABC):
         return atomic_torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> Agent:
-        """Rebuild an agent from a checkpoint written by ``save`` (any method), ready to ``learn`` further.
+    def load(cls, path: str | os.PathLike, device: str = "auto", n_threads: int | None = 1) -> Agent:
+        """Rebuild an agent from a checkpoint written by ``save`` (any registered method), ready to ``learn``
+        further. An env id of the form ``module:id`` imports ``module``; an env registered by a package imported
+        otherwise needs that package imported first.
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: truncated, corrupt or foreign file.
+            ValueError: truncated, corrupt or foreign file, an unregistered method, or bad hyperparameters (one
+                line naming the file).
         """
-        from agents.registry import make_agent
-
         payload = safe_torch_load(path, CHECKPOINT_FORMAT)
         version = payload.get("format_version")
         if version != CHECKPOINT_VERSION:
@@ -338,13 +378,18 @@ class Agent(ABC):
             )
         try:
             meta = json.loads(payload["metadata"])
-            hp = meta["hyperparameters"]
-            agent = make_agent(meta["method"], meta["env_id"], seed=meta["seed"], device=device, **hp)
+            info = METHODS.get(meta["method"])
+            if info is None:
+                raise ValueError(f"unknown method {meta['method']!r}; valid methods: {', '.join(METHODS)}")
+            config = build_config(info.agent_cls.config_cls, {}, meta["hyperparameters"])
+            agent = info.build(meta["env_id"], config, seed=meta["seed"], device=device, n_threads=n_threads)
             agent.policy.load_state_dict(payload["policy"])
             agent._load_training_state(_to_device(payload["training_state"], agent.device))
             agent.record = json.loads(payload["record"])
         except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a valid gumbel-rl agent checkpoint ({type(exc).__name__}: {exc})") from None
+        except ValueError as exc:  # an unregistered method, bad hyperparameters, an unknown env
+            raise ValueError(f"{path}: {exc}") from None
         for key in ("num_env_steps", "iterations", "train_wall_s", "solved", "solve_env_steps", "solve_wall_s"):
             setattr(agent, key, meta[key])
         agent._next_eval = meta["next_eval"]
@@ -354,6 +399,36 @@ class Agent(ABC):
         if "cuda" in payload["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         return agent
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method: its agent class, a one-line description, and whether it needs a twin."""
+
+    name: str
+    agent_cls: type[Agent]
+    description: str
+    needs_twin: bool
+
+    def build(
+        self, env_id: str, config: Config, seed: int = 0, device: str = "auto", n_threads: int | None = 1
+    ) -> Agent:
+        """The agent of this method on ``env_id`` with a validated config (``agents.registry.resolve``)."""
+        return self.agent_cls(self.name, env_id, config, seed=seed, device=device, n_threads=n_threads)
+
+
+METHODS: dict[str, MethodInfo] = {}
+"""Every registered method by name, in registration order (filled by :func:`register_method`)."""
+
+
+def register_method(name: str, description: str, needs_twin: bool = False) -> Callable[[type[Agent]], type[Agent]]:
+    """Class decorator: register ``name`` for an ``Agent`` subclass (one class may serve several names)."""
+
+    def deco(cls: type[Agent]) -> type[Agent]:
+        METHODS[name] = MethodInfo(name, cls, description, needs_twin)
+        return cls
+
+    return deco
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -4,20 +4,28 @@ Returns are measured with Stable-Baselines3's ``evaluate_policy`` (which splits 
 vectorised copies, so short episodes are not over-counted) on ``gymnasium.make(env_id)``: Gymnasium's own
 CartPole-v1, or our registered gridworlds -- never a twin. "Solved" means the mean return over 100 deterministic
 episodes reaches the environment's ``reward_threshold``.
+
+Environments by name: every env id this package accepts may take Gymnasium's ``module:id`` form
+(``mypkg.envs:audit/Corridor-v0``), where ``module`` is imported -- as ``gymnasium.make`` does -- before ``id`` is
+looked up in the registry (:func:`env_spec`); :func:`import_gym_packages` imports packages that register envs
+(``train.py --gym-packages``, as rl-baselines3-zoo's).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-import envs  # noqa: F401  (registers the gumbel_rl/ gridworlds)
+import envs  # (registers the gumbel_rl/ gridworlds)
 
 SOLVE_EPISODES = 100
 """Episodes of the deterministic evaluation that decides "solved"."""
@@ -36,9 +44,55 @@ class EvalResult:
         return asdict(self)
 
 
+def import_gym_packages(packages: Sequence[str], source: str = "--gym-packages") -> list[str]:
+    """Import ``packages`` (modules that register Gymnasium envs when imported); returns them as a list.
+
+    Raises:
+        ValueError: a name that is not a string or cannot be imported (one line naming it and ``source``).
+    """
+    imported = []
+    for name in packages:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{source}: a package name must be a non-empty string, got {name!r}")
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"{source}: cannot import {name!r} ({type(exc).__name__}: {exc})") from None
+        imported.append(name)
+    return imported
+
+
+def env_spec(env_id: str) -> EnvSpec:
+    """Gymnasium's spec of ``env_id``; for an id ``module:id``, ``module`` is imported first (Gymnasium's
+    convention: importing it registers ``id``), so the id is known here exactly when ``gymnasium.make`` knows it.
+
+    Raises:
+        ValueError: an unimportable module, or an id that is not registered (one line naming it).
+    """
+    if not isinstance(env_id, str) or env_id.count(":") > 1:
+        raise ValueError(f"environment id must be a string ID or MODULE:ID, got {env_id!r}")
+    module, _, name = env_id.rpartition(":")
+    if module:
+        import_gym_packages([module], source=f"environment id {env_id!r}")
+    try:
+        return gym.spec(name)
+    except gym.error.Error:
+        known = ", ".join(["CartPole-v1", *envs.GRIDWORLD_IDS])
+        where = f" (module {module!r} did not register {name!r})" if module else ""
+        raise ValueError(
+            f"unknown environment id {env_id!r}{where}; for example: {known}, any Gymnasium id, MODULE:ID "
+            "(imports MODULE first), or an id registered by a package named in --gym-packages"
+        ) from None
+
+
 def reward_threshold(env_id: str) -> float | None:
-    """The ``reward_threshold`` registered for ``env_id`` (None if it has none)."""
-    return gym.spec(env_id).reward_threshold
+    """The ``reward_threshold`` registered for ``env_id`` (None if it has none); ``module:id`` ids import
+    ``module`` (:func:`env_spec`).
+
+    Raises:
+        ValueError: an unknown id or unimportable module.
+    """
+    return env_spec(env_id).reward_threshold
 
 
 def evaluate(

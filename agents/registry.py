@@ -7,46 +7,33 @@ Method names:
   any Gymnasium environment with a ``Discrete`` action space.
 - ``reinforce``: score-function policy gradient with a learned value baseline.
 - ``ppo``, ``a2c``, ``dqn``: Stable-Baselines3's agents.
+
+The table itself (:data:`METHODS`, :class:`MethodInfo`, :func:`register_method`) lives in ``agents.base``, so that
+``Agent.load`` rebuilds agents from it without importing this module; it is re-exported here. Environment ids may
+be Gymnasium's ``module:id`` (``module`` is imported first; ``agents.evaluation.env_spec``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 
 import envs
-from agents.base import Agent, Config, build_config
+from agents.base import METHODS, Agent, Config, MethodInfo, build_config, check_threads, register_method
+from agents.evaluation import env_spec
 from agents.hyperparams import HyperparameterDoc, default_hyperparameters, describe_hyperparameters
 
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """A registered method: its agent class, a one-line description, and whether it needs a twin."""
-
-    name: str
-    agent_cls: type[Agent]
-    description: str
-    needs_twin: bool
-
-    def build(self, env_id: str, config: Config, seed: int = 0, device: str = "auto") -> Agent:
-        """The agent of this method on ``env_id`` with a config from :func:`resolve`."""
-        return self.agent_cls(self.name, env_id, config, seed=seed, device=device)
-
-
-METHODS: dict[str, MethodInfo] = {}
-
-
-def register_method(name: str, description: str, needs_twin: bool = False) -> Callable[[type[Agent]], type[Agent]]:
-    """Class decorator: register ``name`` for an ``Agent`` subclass (one class may serve several names)."""
-
-    def deco(cls: type[Agent]) -> type[Agent]:
-        METHODS[name] = MethodInfo(name, cls, description, needs_twin)
-        return cls
-
-    return deco
+__all__ = [
+    "METHODS",
+    "MethodInfo",
+    "check_env_id",
+    "hyperparameter_docs",
+    "make_agent",
+    "methods_for",
+    "register_method",
+    "resolve",
+]
 
 
 def methods_for(env_id: str) -> list[str]:
@@ -56,14 +43,13 @@ def methods_for(env_id: str) -> list[str]:
 
 
 def check_env_id(env_id: str) -> gym.spaces.Discrete:
-    """The action space of ``env_id`` if it is a registered Gymnasium id with a ``Discrete`` action space.
+    """The action space of ``env_id`` if it is a registered Gymnasium id (or ``module:id``, importing ``module``)
+    with a ``Discrete`` action space.
 
     Raises:
-        ValueError: unknown id (naming some valid ones) or a non-Discrete action space.
+        ValueError: unknown id (naming some valid ones), an unimportable module, or a non-Discrete action space.
     """
-    if env_id not in gym.registry:
-        known = ", ".join(["CartPole-v1", *envs.GRIDWORLD_IDS])
-        raise ValueError(f"unknown environment id {env_id!r}; for example: {known} (or any Gymnasium id)")
+    env_spec(env_id)
     env = gym.make(env_id)
     try:
         space = env.action_space
@@ -98,14 +84,22 @@ def resolve(method: str, env_id: str, hyperparameters: dict[str, Any]) -> tuple[
     return info, config
 
 
-def make_agent(method: str, env_id: str, seed: int = 0, device: str = "auto", **hyperparameters: Any) -> Agent:
+def make_agent(
+    method: str, env_id: str, seed: int = 0, device: str = "auto", n_threads: int | None = 1, **hyperparameters: Any
+) -> Agent:
     """Build the agent for ``method`` on ``env_id`` with the tuned defaults, overridden by ``hyperparameters``.
 
+    Args:
+        env_id: a Gymnasium id, or ``module:id`` to import ``module`` (which registers ``id``) first.
+        n_threads: torch CPU threads while the agent learns and evaluates (default 1, as ``train.py``: these small
+            networks are fastest on one thread); torch's global setting is restored afterwards. ``None`` leaves
+            torch's setting alone.
     Raises:
-        ValueError: what :func:`resolve` refuses.
+        ValueError: what :func:`resolve` refuses, or a bad ``n_threads``.
     """
+    check_threads(n_threads)
     info, config = resolve(method, env_id, hyperparameters)
-    return info.build(env_id, config, seed=seed, device=device)
+    return info.build(env_id, config, seed=seed, device=device, n_threads=n_threads)
 
 
 def hyperparameter_docs(method: str, env_id: str) -> list[HyperparameterDoc]:
