@@ -5,8 +5,16 @@
     python train.py --env gumbel_rl/Maze-16x16-v0 --method st-gumbel --seed 1 --steps 200000 --hp learning_rate=1e-3
     python train.py --resume runs/<run dir> [--steps N]          # continue an interrupted run, or extend one
     python train.py compare --env CartPole-v1 --methods st-gumbel reinforce ppo --seeds 5 --out runs/cmp
+    python train.py compare --env CartPole-v1 --methods st-gumbel ppo --seed-list 0 1 5 --out runs/cmp
+    python train.py --env mypkg.envs:audit/Corridor-v0 --method reinforce    # your own env (Gymnasium's module:id)
+    python train.py --gym-packages mypkg --env audit/Corridor-v0 --method reinforce  # or: import mypkg first
     python train.py evaluate runs/<run dir> --episodes 100 [--stochastic] [--video ep.gif]
     python train.py hyperparameters st-gumbel --env gumbel_rl/Maze-16x16-v0   # every --hp name, default, meaning
+
+Your own environment: any Gymnasium id with a Discrete action space trains with the methods that need no twin.
+``MODULE:ID`` imports MODULE (which registers ID) first, as ``gymnasium.make`` does; ``--gym-packages PKG ...``
+imports packages before ids are resolved (as rl-baselines3-zoo's option). A run records what it imported, so
+``--resume``, compare's worker processes and ``evaluate`` of its policy need neither repeated.
 
 Budget and protocol: a run trains to its whole ``--steps`` budget (so every method is compared at the same
 budget, and the curve shows what happens after solving) and reports *when* it first solved -- env steps and
@@ -34,7 +42,7 @@ from typing import Any, NoReturn
 import torch
 
 import agents  # noqa: F401  (registers every method)
-from agents.evaluation import evaluate, is_solved, reward_threshold
+from agents.evaluation import SOLVE_EPISODES, evaluate, import_gym_packages, is_solved, reward_threshold
 from agents.registry import hyperparameter_docs
 from experiments.compare import CompareSettings, check_backend, format_table, plan_comparison, run_comparison
 from experiments.runner import (
@@ -61,6 +69,7 @@ from experiments.runner import (
     start_run,
     train_run,
 )
+from experiments.video import check_video_path, env_fps, record_episode, write_video
 
 PROG = "train.py"
 COMMANDS = ("train", "compare", "evaluate", "hyperparameters")
@@ -82,7 +91,10 @@ def _listing() -> str:
     envs = describe_environments()
     methods = describe_methods()
     width = max(len(name) for name, _ in [*envs, *methods]) + 2
-    lines = ["environments (any other Gymnasium id with Discrete actions works with the methods without a twin):"]
+    lines = [
+        "environments (any other Gymnasium id with Discrete actions works with the methods without a twin; MODULE:ID "
+        "imports MODULE first, --gym-packages PKG imports PKG):"
+    ]
     lines += [f"  {name:<{width}}{text}" for name, text in envs]
     lines += ["", "methods (--method / --methods):"]
     lines += [f"  {name:<{width}}{text}" for name, text in methods]
@@ -142,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"save checkpoint.pt every S seconds of wall clock (default {DEFAULT_CHECKPOINT_SECONDS:g}; 0: never)",
         )
 
+    def gym_packages(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--gym-packages",
+            nargs="+",
+            default=[],
+            metavar="PKG",
+            help="import these packages (which register Gymnasium envs) before resolving --env; a run records them, "
+            "so --resume, compare's workers and evaluate of its policy import them again by themselves",
+        )
+
     def threads(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument(
             "--threads",
@@ -163,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=listing,
         formatter_class=fmt,
     )
-    t.add_argument("--env", default=None, help=f"Gymnasium id (default {DEFAULT_ENV})")
+    t.add_argument("--env", default=None, help=f"Gymnasium id or MODULE:ID (default {DEFAULT_ENV})")
     t.add_argument("--method", default=None, help=f"training method (default {DEFAULT_METHOD})")
     t.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     t.add_argument("--out", default=None, help="run directory (default runs/<env>__<method>__s<seed>__<timestamp>)")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     common(t)
+    gym_packages(t)
     t.add_argument(
         "--verbose", action="store_true", help="print every record row (SB3's table) on stdout instead of the bar"
     )
@@ -177,14 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare",
         help="run methods x seeds in parallel and summarise",
-        description="Run every (method, seed) pair, seeds 0..N-1, each into DIR/<method>__s<seed>/, then write "
-        "DIR/summary.json, summary.csv and curves.png. Rerunning the same command skips finished runs.",
+        description="Run every (method, seed) pair -- seeds 0..N-1 with --seeds N, or the seeds listed with "
+        "--seed-list -- each into DIR/<method>__s<seed>/, then write DIR/summary.json, summary.csv and curves.png. "
+        "Rerunning the same command skips finished runs and resumes interrupted ones from their checkpoints; more "
+        "seeds or methods later reuse the runs already there.",
         epilog=listing,
         formatter_class=fmt,
     )
-    c.add_argument("--env", default=DEFAULT_ENV, help=f"Gymnasium id (default {DEFAULT_ENV})")
+    c.add_argument("--env", default=DEFAULT_ENV, help=f"Gymnasium id or MODULE:ID (default {DEFAULT_ENV})")
     c.add_argument("--methods", nargs="+", required=True, metavar="M", help="methods to compare")
-    c.add_argument("--seeds", type=int, required=True, metavar="N", help="number of seeds (0..N-1)")
+    seeds = c.add_mutually_exclusive_group(required=True)
+    seeds.add_argument("--seeds", type=int, metavar="N", help="N seeds: 0, 1, ..., N-1")
+    seeds.add_argument(
+        "--seed-list", type=int, nargs="+", metavar="S", help="these seeds (e.g. --seed-list 0 1 5), instead of --seeds"
+    )
     c.add_argument(
         "--workers", type=int, default=None, metavar="K", help="parallel runs, one torch thread each (default: CPUs)"
     )
@@ -193,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", required=True, metavar="DIR", help="comparison directory")
     common(c)
+    gym_packages(c)
 
     e = sub.add_parser(
         "evaluate",
@@ -201,12 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     e.add_argument("policy", metavar="POLICY", help="a policy.pt written by train, or a run directory holding one")
-    e.add_argument("--env", default=None, help="Gymnasium id (default: the one stored in the policy file)")
-    e.add_argument("--episodes", type=int, default=100, help="episodes (default 100)")
+    e.add_argument("--env", default=None, help="Gymnasium id or MODULE:ID (default: the one stored in the policy file)")
+    e.add_argument(
+        "--episodes",
+        type=int,
+        default=100,
+        help=f"episodes (default 100; only {SOLVE_EPISODES} or more deterministic ones decide 'solved')",
+    )
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
     e.add_argument("--seed", type=int, default=EVAL_SEED, help=f"env seed (default {EVAL_SEED}, as train's final eval)")
     e.add_argument("--video", default=None, metavar="PATH", help="also record one episode to PATH (.gif or .mp4)")
     e.add_argument("--device", default="cpu", help="device to run the policy on (default cpu)")
+    gym_packages(e)
     threads(e, "for the policy")
 
     h = sub.add_parser(
@@ -217,7 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     h.add_argument("method", metavar="METHOD", help="a training method (see train.py --help)")
-    h.add_argument("--env", default=DEFAULT_ENV, help=f"Gymnasium id whose defaults to show (default {DEFAULT_ENV})")
+    h.add_argument(
+        "--env", default=DEFAULT_ENV, help=f"Gymnasium id or MODULE:ID whose defaults to show (default {DEFAULT_ENV})"
+    )
+    gym_packages(h)
     return parser
 
 
@@ -253,6 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given:
             return _err(f"--resume takes its settings from {args.resume}/config.json; drop {', '.join(given)}")
         try:
+            import_gym_packages(args.gym_packages)
             run = open_resume(args.resume, steps=args.steps, device=args.device or "auto")
         except BAD_INPUT as exc:
             return _err(exc)
@@ -273,6 +313,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device or "auto",
             hyperparameters=hp,
             stop_on_solved=args.stop_on_solved,
+            gym_packages=list(args.gym_packages),
         )
         run_dir = Path(args.out) if args.out else default_run_dir(settings.env_id, settings.method, settings.seed)
         try:
@@ -340,18 +381,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         settings = CompareSettings(
             env_id=args.env,
             methods=list(args.methods),
-            seeds=args.seeds,
+            seeds=args.seeds if args.seed_list is None else list(args.seed_list),
             steps=DEFAULT_STEPS if args.steps is None else args.steps,
             device=args.device or "auto",
             hyperparameters=hp,
             stop_on_solved=args.stop_on_solved,
+            gym_packages=list(args.gym_packages),
         )
         check_backend(args.backend, args.workers)
         plan = plan_comparison(settings, args.out, force=args.force, checkpoints=_checkpoints(args))
     except BAD_INPUT as exc:
         return _err(exc)
     print(
-        f"comparing {', '.join(settings.methods)} on {settings.env_id}: seeds 0..{settings.seeds - 1}, "
+        f"comparing {', '.join(settings.methods)} on {settings.env_id}: seeds {_seed_text(settings.seed_list)}, "
         f"{settings.steps:,} env steps each, {args.backend} backend -> {args.out}",
         flush=True,
     )
@@ -378,13 +420,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def _seed_text(seeds: list[int]) -> str:
+    """``0..4`` for consecutive seeds from 0, else ``0, 1, 5``."""
+    return f"0..{len(seeds) - 1}" if seeds == list(range(len(seeds))) and len(seeds) > 2 else ", ".join(map(str, seeds))
+
+
 # ---- evaluate -----------------------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from experiments.video import check_video_path, env_fps, record_episode, write_video
-
     try:
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        import_gym_packages(args.gym_packages)
         if args.video:
             check_video_path(args.video)
         if Path(args.policy).is_dir():
@@ -408,8 +456,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"env       {env_id}" + (f" (reward threshold {thr:g})" if thr is not None else ""))
     print(f"return    mean {res.mean:.6f}  std {res.std:.6f}  over {res.episodes} {kind} episodes (seed {args.seed})")
     if thr is not None:
-        verdict = "yes" if is_solved(res, env_id) else "no"
-        print(f"solved    {verdict}" + ("" if res.deterministic else " (only a deterministic evaluation can solve)"))
+        print(f"solved    {_verdict(res, env_id, thr)}")
     if frames is not None:
         try:
             path = write_video(frames, args.video, fps=env_fps(env_id))
@@ -419,9 +466,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(res: Any, env_id: str, threshold: float) -> str:
+    """The ``solved`` line: yes / no for a deterministic evaluation of 100 episodes or more, else why undecided."""
+    if not res.deterministic:
+        return "not decided: only a deterministic evaluation can solve"
+    if res.episodes < SOLVE_EPISODES:
+        side = ">=" if res.mean >= threshold else "<"
+        return (
+            f"not decided: solving takes {SOLVE_EPISODES} deterministic episodes (--episodes {SOLVE_EPISODES}); "
+            f"this mean {side} threshold {threshold:g}"
+        )
+    return "yes" if is_solved(res, env_id) else "no"
+
+
 # ---- hyperparameters ----------------------------------------------------------------------------------------------
 def cmd_hyperparameters(args: argparse.Namespace) -> int:
     try:
+        import_gym_packages(args.gym_packages)
         docs = hyperparameter_docs(args.method, args.env)
     except BAD_INPUT as exc:
         return _err(exc)

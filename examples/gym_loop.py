@@ -4,12 +4,14 @@
 
 ``GumbelPolicy.predict(obs, deterministic=True)`` takes one observation as the env returns it (or a batch) and
 gives the action as a numpy integer, like a Stable-Baselines3 model. The env id defaults to the one stored in the
-policy file; ``import envs`` registers the ``gumbel_rl/`` gridworlds with Gymnasium.
+policy file (a ``module:id`` id makes ``gym.make`` import ``module``; packages a run imported with ``--gym-packages``
+are named in the file and imported here too); ``import envs`` registers the ``gumbel_rl/`` gridworlds with Gymnasium.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 import gymnasium as gym
 import numpy as np
@@ -27,16 +29,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy one")
     args = parser.parse_args()
+    if args.episodes < 1 or args.seed < 0:
+        parser.exit(
+            2,
+            f"{parser.prog}: error: "
+            + f"--episodes must be >= 1 and --seed >= 0, got {args.episodes} and {args.seed}"
+            + "\n",
+        )
     torch.set_num_threads(1)  # a small network: one thread is fastest
 
-    try:  # a missing, corrupt or foreign file: one line, exit 2
+    try:  # a missing, corrupt or foreign file, an unknown env: one line, exit 2
         policy = GumbelPolicy.load(args.policy)
-        env_id = args.env or (GumbelPolicy.read_metadata(args.policy).get("extra") or {}).get("env_id")
-    except (FileNotFoundError, ValueError) as exc:
+        extra = GumbelPolicy.read_metadata(args.policy).get("extra") or {}
+        for package in extra.get("gym_packages") or []:  # they register the env the policy was trained on
+            importlib.import_module(package)
+        env_id = args.env or extra.get("env_id")
+        if env_id is None:
+            raise ValueError(f"{args.policy} does not name its environment; give --env ID")
+        env = gym.make(env_id)
+    except (FileNotFoundError, ValueError, ImportError, gym.error.Error) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    if env_id is None:
-        parser.exit(2, f"{parser.prog}: error: {args.policy} does not name its environment; give --env ID\n")
-    env = gym.make(env_id)
     returns = []
     for episode in range(args.episodes):
         obs, info = env.reset(seed=args.seed + episode)

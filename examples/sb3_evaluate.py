@@ -3,13 +3,16 @@
     python examples/sb3_evaluate.py runs/<run dir>/policy.pt --episodes 100
 
 ``GumbelPolicy`` implements SB3's ``predict`` protocol, so SB3's evaluation tools (and anything else written for an
-SB3 model's ``predict``) take it as it is. The env id defaults to the one stored in the policy file.
+SB3 model's ``predict``) take it as it is. The env id defaults to the one stored in the policy file (packages it
+names, which a run imported with ``--gym-packages``, are imported first).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
+import gymnasium as gym
 import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -25,16 +28,26 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.episodes < 1 or args.seed < 0:
+        parser.exit(
+            2,
+            f"{parser.prog}: error: "
+            + f"--episodes must be >= 1 and --seed >= 0, got {args.episodes} and {args.seed}"
+            + "\n",
+        )
     torch.set_num_threads(1)  # a small network: one thread is fastest
 
-    try:  # a missing, corrupt or foreign file: one line, exit 2
+    try:  # a missing, corrupt or foreign file, an unknown env: one line, exit 2
         policy = GumbelPolicy.load(args.policy)
-        env_id = args.env or (GumbelPolicy.read_metadata(args.policy).get("extra") or {}).get("env_id")
-    except (FileNotFoundError, ValueError) as exc:
+        extra = GumbelPolicy.read_metadata(args.policy).get("extra") or {}
+        for package in extra.get("gym_packages") or []:  # they register the env the policy was trained on
+            importlib.import_module(package)
+        env_id = args.env or extra.get("env_id")
+        if env_id is None:
+            raise ValueError(f"{args.policy} does not name its environment; give --env ID")
+        venv = make_vec_env(env_id, n_envs=1, seed=args.seed)
+    except (FileNotFoundError, ValueError, ImportError, gym.error.Error) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    if env_id is None:
-        parser.exit(2, f"{parser.prog}: error: {args.policy} does not name its environment; give --env ID\n")
-    venv = make_vec_env(env_id, n_envs=1, seed=args.seed)
     mean, std = evaluate_policy(policy, venv, n_eval_episodes=args.episodes, deterministic=True)
     venv.close()
     print(f"SB3 evaluate_policy on {env_id}: mean return {mean:.6f} +/- {std:.6f} over {args.episodes} episodes")

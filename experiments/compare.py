@@ -1,4 +1,4 @@
-"""Compare methods on one environment over seeds 0..N-1 -- the engine behind ``train.py compare``.
+"""Compare methods on one environment over seeds (0..N-1, or a list) -- the engine behind ``train.py compare``.
 
 Every (method, seed) pair is one run (``experiments.runner``), written to ``DIR/<method>__s<seed>/`` with the same files
 as a single run. Runs execute in parallel: local processes (``concurrent.futures`` with the "spawn" context, one
@@ -18,7 +18,8 @@ Per method, over its seeds:
 
 A comparison interrupted (Ctrl-C, SIGTERM) or killed and rerun with the same command skips the runs that finished
 (their ``result.json`` exists), resumes the ones that left a checkpoint (runs checkpoint periodically, see
-``experiments.runner.CheckpointPolicy``), and starts the rest. ``DIR`` is locked while a comparison writes it
+``experiments.runner.CheckpointPolicy``), and starts the rest; asking for more seeds or methods later reuses the
+runs already there. ``DIR`` is locked while a comparison writes it
 (``experiments.locks``), and every run directory while its run writes it.
 """
 
@@ -38,6 +39,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import torch
 
 from agents.base import EVAL_MEAN, SECONDS, STEPS
 from agents.evaluation import reward_threshold
@@ -92,20 +94,52 @@ BOOTSTRAP_SEED = 0
 
 @dataclass
 class CompareSettings:
-    """A comparison: ``methods`` on ``env_id``, seeds ``0..seeds-1``, ``steps`` env steps each."""
+    """A comparison: ``methods`` on ``env_id``, ``steps`` env steps each, for ``seeds``: a count N (seeds 0..N-1) or
+    a list of seeds."""
 
     env_id: str
     methods: list[str]
-    seeds: int
+    seeds: int | list[int]
     steps: int = DEFAULT_STEPS
     device: str = "auto"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     """Overrides applied to every method (each must accept them)."""
     stop_on_solved: bool = False
+    gym_packages: list[str] = field(default_factory=list)
+    """Packages imported (here and in every worker) before ``env_id`` is resolved; recorded in each run."""
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds, in order: ``0..seeds-1`` for a count, else the list given."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def check_seeds(self) -> None:
+        """Raise ``ValueError`` (one line) unless ``seeds`` is a count >= 1 or a list of distinct seeds >= 0."""
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, list, tuple)):
+            raise ValueError(f"seeds must be a count or a list of seeds, got {self.seeds!r}")
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise ValueError(f"the number of seeds must be a positive integer, got {self.seeds!r}")
+            return
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        bad = [s for s in self.seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+        if bad:
+            raise ValueError(f"seeds must be non-negative integers, got {bad[0]!r}")
+        repeated = sorted({s for s in self.seeds if list(self.seeds).count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed(s) listed more than once: {', '.join(map(str, repeated))}")
 
     def run_settings(self, method: str, seed: int) -> RunSettings:
         return RunSettings(
-            self.env_id, method, seed, self.steps, self.device, dict(self.hyperparameters), self.stop_on_solved
+            self.env_id,
+            method,
+            seed,
+            self.steps,
+            self.device,
+            dict(self.hyperparameters),
+            self.stop_on_solved,
+            list(self.gym_packages),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,10 +231,9 @@ def plan_comparison(
     repeated = sorted({m for m in settings.methods if settings.methods.count(m) > 1})
     if repeated:
         raise ValueError(f"method(s) listed more than once: {', '.join(repeated)}")
-    if not isinstance(settings.seeds, int) or isinstance(settings.seeds, bool) or settings.seeds < 1:
-        raise ValueError(f"the number of seeds must be a positive integer, got {settings.seeds!r}")
+    settings.check_seeds()
     for method in settings.methods:
-        check_run_settings(settings.run_settings(method, 0))
+        check_run_settings(settings.run_settings(method, settings.seed_list[0]))
     if (out / CONFIG).exists():
         raise RunExistsError(f"{out} holds a single run ({CONFIG}); give compare another --out")
     key = _comparison_key(settings)
@@ -221,7 +254,7 @@ def plan_comparison(
         refuse_other_settings()  # again, now that no other process can write it
         items: list[RunTask | Path] = []
         for method in settings.methods:
-            for seed in range(settings.seeds):
+            for seed in settings.seed_list:
                 run_dir = run_dir_for(out, method, seed)
                 if not force and (run_dir / RESULT).is_file():
                     items.append(run_dir)
@@ -232,7 +265,13 @@ def plan_comparison(
         remove_temporary_files(out)
         write_json(
             out / COMPARISON,
-            {**key, "methods": settings.methods, "seeds": settings.seeds, "versions": environment_versions()},
+            {
+                **key,
+                "methods": settings.methods,
+                "seeds": settings.seed_list,
+                "gym_packages": settings.gym_packages,
+                "versions": environment_versions(),
+            },
         )
     except BaseException:
         lock.release()
@@ -254,8 +293,6 @@ def _curve(record: Sequence[dict[str, Any]], result: dict[str, Any]) -> list[dic
 def execute_task(task: RunTask, stop_flag: Any = None) -> dict[str, Any]:
     """Run one task with one torch thread; returns its payload (``status`` "done" with ``result`` and ``curve``,
     from the agent's record, or "interrupted" with ``env_steps``). Exceptions from training propagate."""
-    import torch
-
     torch.set_num_threads(1)
     s = task.settings
     payload: dict[str, Any] = {"method": s.method, "seed": s.seed, "run_dir": task.run_dir}
@@ -308,8 +345,6 @@ def _init_local_worker(stop_event: Any) -> None:
     own = StopFlag()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: own.set(signum))
-    import torch
-
     torch.set_num_threads(1)
     _WORKER_STOP = _EitherFlag(stop_event, own)
 
@@ -519,7 +554,7 @@ def write_summary(
     summary = {
         "env_id": settings.env_id,
         "steps": settings.steps,
-        "seeds": list(range(settings.seeds)),
+        "seeds": settings.seed_list,
         "methods": settings.methods,
         "hyperparameters": settings.hyperparameters,
         "reward_threshold": threshold,
@@ -534,7 +569,8 @@ def write_summary(
         for p in finished:
             if p["method"] == method:
                 curves.setdefault(method, []).append(eval_points(p["curve"]))
-    title = f"{settings.env_id}: {len(settings.methods)} method(s) x {settings.seeds} seed(s), {settings.steps:,} steps"
+    n_seeds = len(settings.seed_list)
+    title = f"{settings.env_id}: {len(settings.methods)} method(s) x {n_seeds} seed(s), {settings.steps:,} steps"
     plot_comparison(curves, out / CURVES, title, threshold)
     return summary
 

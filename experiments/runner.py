@@ -3,12 +3,13 @@
 A run directory holds:
 
 - ``config.json``: every setting (env, method, seed, step budget, device, resolved hyperparameters and the
-  overrides given), the evaluation protocol, and the versions of gumbel_rl, torch, gymnasium, SB3, numpy, Python,
-  the platform and the device;
+  overrides given, the packages imported to register the env: ``gym_packages``), the evaluation protocol, and the
+  versions of gumbel_rl, torch, gymnasium, SB3, numpy, Python, the platform and the device;
 - ``metrics.csv``: the agent's record, one row per training iteration (``time/total_timesteps``,
   ``time/train_seconds``, ``rollout/...``, ``train/...``, and ``eval/...`` on the rows that evaluated), written
   through the agent's SB3 logger as training runs (``experiments.run_log``);
-- ``policy.pt``: the trained policy (``GumbelPolicy.load`` reads it; its metadata names the env and method);
+- ``policy.pt``: the trained policy (``GumbelPolicy.load`` reads it; its metadata names the env -- a ``module:id`` id
+  as given -- the method, and ``gym_packages`` when the run imported any);
 - ``curve.png``: greedy evaluation return against env steps, with the reward threshold;
 - ``result.json``: the outcome (see :func:`finish_run`);
 - ``checkpoint.pt``: the full agent (``Agent.save``), written every ``CheckpointPolicy`` interval (env steps and
@@ -25,7 +26,11 @@ Protocol: a run trains to its whole step budget (unless ``stop_on_solved``) and 
 Functions raise ``ValueError`` / ``FileNotFoundError`` with one-line messages for bad input (unknown method or
 env, bad hyperparameter, a directory that already holds a run or is a file or cannot be written, a directory
 another process writes, a missing, corrupt or mismatched checkpoint or config), *before* they write a run file;
-failures during training propagate unchanged. A :class:`Run` (from :func:`start_run` or :func:`open_resume`) holds
+failures during training propagate unchanged. Environment ids may be Gymnasium's ``module:id``; packages in
+``RunSettings.gym_packages`` are imported before the id is resolved, recorded in ``config.json`` and imported again
+by :func:`open_resume` (and by compare's worker processes), so that neither needs the option repeated. Agents are
+built with ``n_threads=None``: a run uses the process's torch threads (``train.py --threads``, one per compare
+worker). A :class:`Run` (from :func:`start_run` or :func:`open_resume`) holds
 the directory's lock and the agent until it is closed (it is a context manager).
 """
 
@@ -52,13 +57,16 @@ from types import TracebackType
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
+import gumbel_rl
 from agents.base import Agent, Config
 from agents.callbacks import BaseCallback, StopTrainingOnSolved
-from agents.evaluation import EvalResult, evaluate, is_solved, reward_threshold
+from agents.evaluation import EvalResult, evaluate, import_gym_packages, is_solved, reward_threshold
 from agents.registry import METHODS, MethodInfo, check_env_id, resolve
+from envs.maps import SUITE
 from experiments.locks import DirectoryLock
 from experiments.plots import plot_learning_curve
 from experiments.run_callbacks import CheckpointCallback, ProgressBarCallback, StopFlag, StopRequestCallback
@@ -158,6 +166,8 @@ class RunSettings:
     """Overrides of the tuned defaults (``agents.hyperparams``)."""
     stop_on_solved: bool = False
     """Stop as soon as the periodic check says solved, instead of training to the whole budget."""
+    gym_packages: list[str] = field(default_factory=list)
+    """Packages imported before ``env_id`` is resolved (they register it with Gymnasium)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -184,17 +194,12 @@ def _version(dist: str) -> str | None:
 
 def environment_versions(device: torch.device | None = None) -> dict[str, Any]:
     """Versions of the software a run depends on, and the machine and device it ran on."""
-    import gymnasium
-    import numpy
-
-    import gumbel_rl
-
     info: dict[str, Any] = {
         "gumbel_rl": gumbel_rl.__version__,
         "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
+        "gymnasium": gym.__version__,
         "stable_baselines3": _version("stable-baselines3"),
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -321,8 +326,6 @@ _GRID_NOTES = {
 
 def describe_environments() -> list[tuple[str, str]]:
     """(id, one-line description) of CartPole-v1 and the ``gumbel_rl/`` gridworlds."""
-    from envs.maps import SUITE
-
     out = [
         (
             "CartPole-v1",
@@ -350,18 +353,27 @@ def describe_methods() -> list[tuple[str, str]]:
 def load_policy_for(
     path: str | os.PathLike, env_id: str | None = None, device: str = "cpu"
 ) -> tuple[GumbelPolicy, str, dict[str, Any]]:
-    """Load a policy file and the env to score it in: ``env_id``, else the ``env_id`` in its metadata.
+    """Load a policy file and the env to score it in: ``env_id``, else the ``env_id`` in its metadata (a ``module:id``
+    imports ``module``). The packages its metadata names (``extra["gym_packages"]``, written by a run that imported
+    them) are imported first.
 
     Returns ``(policy, env_id, metadata)``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a corrupt or foreign file, no env id anywhere, an unknown env, or an env whose observation or
-            action space does not fit the policy.
+        ValueError: a corrupt or foreign file, no env id anywhere, an unknown env or unimportable package, or an env
+            whose observation or action space does not fit the policy.
     """
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a directory, not a policy file")
     meta = GumbelPolicy.read_metadata(path)
     policy = GumbelPolicy.load(path, device=device)
-    env_id = env_id or (meta.get("extra") or {}).get("env_id")
+    extra = meta.get("extra") or {}
+    packages = extra.get("gym_packages") or []
+    if not isinstance(packages, list):
+        raise ValueError(f"{path}: gym_packages in its metadata must be a list of package names, found {packages!r}")
+    import_gym_packages(packages, source=f"{path} (gym_packages in its metadata)")
+    env_id = env_id or extra.get("env_id")
     if not env_id:
         raise ValueError(f"{path} does not name its environment; give --env ID")
     action_space = check_env_id(env_id)
@@ -407,6 +419,7 @@ def check_run_settings(settings: RunSettings) -> tuple[MethodInfo, Config]:
         raise ValueError(f"the step budget must be a positive integer, got {settings.steps!r}")
     if not isinstance(settings.seed, int) or isinstance(settings.seed, bool) or settings.seed < 0:
         raise ValueError(f"the seed must be a non-negative integer, got {settings.seed!r}")
+    settings.gym_packages = import_gym_packages(settings.gym_packages)
     resolved = resolve(settings.method, settings.env_id, settings.hyperparameters)
     resolve_device(settings.device)
     return resolved
@@ -414,10 +427,11 @@ def check_run_settings(settings: RunSettings) -> tuple[MethodInfo, Config]:
 
 def settings_from_config(config: dict[str, Any], path: Path) -> RunSettings:
     """The :class:`RunSettings` recorded in a run's ``config.json`` (without hyperparameters: a resumed agent's
-    come from its checkpoint).
+    come from its checkpoint), after importing its ``gym_packages``.
 
     Raises:
-        ValueError: a missing field or one of the wrong type (one line naming the file and the field).
+        ValueError: a missing field or one of the wrong type, or a package that cannot be imported (one line naming
+            the file and the field).
     """
     kinds: dict[str, tuple[type, ...]] = {"env_id": (str,), "method": (str,), "seed": (int,), "steps": (int,)}
     for name, kind in kinds.items():
@@ -431,7 +445,13 @@ def settings_from_config(config: dict[str, Any], path: Path) -> RunSettings:
         raise ValueError(f"{path}: stop_on_solved must be true or false, found {stop!r}")
     if not isinstance(config.get("resumed", []), list):
         raise ValueError(f"{path}: resumed must be a list, found {config['resumed']!r}")
-    return RunSettings(config["env_id"], config["method"], config["seed"], config["steps"], stop_on_solved=stop)
+    packages = config.get("gym_packages", [])
+    if not isinstance(packages, list):
+        raise ValueError(f"{path}: gym_packages must be a list of package names, found {packages!r}")
+    packages = import_gym_packages(packages, source=f"{path} (gym_packages)")
+    return RunSettings(
+        config["env_id"], config["method"], config["seed"], config["steps"], stop_on_solved=stop, gym_packages=packages
+    )
 
 
 # ---- Ctrl-C and SIGTERM ------------------------------------------------------------------------------------------
@@ -525,7 +545,7 @@ def start_run(
         if force:
             _clear_run(run_dir)
         remove_temporary_files(run_dir)
-        agent = info.build(settings.env_id, agent_config, seed=settings.seed, device=settings.device)
+        agent = info.build(settings.env_id, agent_config, seed=settings.seed, device=settings.device, n_threads=None)
     except BaseException:
         lock.release()
         raise
@@ -583,7 +603,7 @@ def open_resume(
         raise ValueError(f"the step budget must be a positive integer, got {steps!r}")
     lock = DirectoryLock(run_dir)
     try:
-        agent = Agent.load(run_dir / CHECKPOINT, device=device)
+        agent = Agent.load(run_dir / CHECKPOINT, device=device, n_threads=None)
     except BaseException:
         lock.release()
         raise
@@ -717,6 +737,8 @@ def finish_run(
         "eval_seed": EVAL_SEED,
         "hyperparameters": _json_safe(agent.config.to_dict()),
     }
+    if settings.gym_packages:
+        extra["gym_packages"] = list(settings.gym_packages)
     agent.policy.save(run_dir / POLICY, extra=extra)
     title = f"{settings.method} on {settings.env_id}, seed {settings.seed}"
     final = (agent.num_env_steps, det.mean, det.std, det.episodes)

@@ -310,6 +310,9 @@ def test_bad_input_in_a_subprocess_is_one_line_exit_2_without_traceback():
         ("resume nothing", "holds no run to resume"),
         ("resume with settings", "--resume takes its settings"),
         ("compare unknown method", "unknown method"),
+        ("compare seed twice", "seed(s) listed more than once: 1"),
+        ("compare seeds and seed list", "not allowed with argument"),
+        ("unknown gym package", "--gym-packages: cannot import 'no_such_pkg'"),
         ("bad video extension", "must end in .gif or .mp4"),
     ],
 )
@@ -342,7 +345,11 @@ def test_bad_input_gives_one_line_and_exit_2(case, match, trained, tmp_path, cap
             str(tmp_path),
         ],  # noqa: E501
         "bad video extension": ["evaluate", str(out / "policy.pt"), "--video", str(tmp_path / "x.avi")],
+        "compare seed twice": ["compare", "--env", ENV, "--methods", "M", "--seed-list", "1", "1", "--out", "D"],
+        "compare seeds and seed list": ["compare", "--env", ENV, "--methods", "M", "--seeds", "2", "--seed-list", "1"],
+        "unknown gym package": ["evaluate", str(out / "policy.pt"), "--gym-packages", "no_such_pkg"],
     }[case]
+    argv = ["st-gumbel" if a == "M" else str(tmp_path) if a == "D" else a for a in argv]
     rc, stdout, err = main(capsys, *argv)
     assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith("train.py: error: "), err
