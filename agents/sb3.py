@@ -81,7 +81,16 @@ from stable_baselines3.common.utils import LinearSchedule, safe_mean
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-from agents.base import EP_REW_MEAN, Agent, Config, check_bool, check_choice, check_fraction, check_positive
+from agents.base import (
+    EP_REW_MEAN,
+    Agent,
+    Config,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_positive,
+    torch_threads,
+)
 from agents.callbacks import BaseCallback
 from agents.evaluation import SOLVE_EPISODES, EvalResult
 from agents.registry import register_method
@@ -423,15 +432,16 @@ class SB3Agent(Agent):
         The whole ``total_env_steps`` is SB3's budget for its schedules (learning rate, clip range, epsilon).
         """
         check_positive("total_env_steps", total_env_steps, integer=True)
-        cb = self._start_learning(callback)
-        try:
-            remaining = int(total_env_steps) - int(self.model.num_timesteps)
-            if remaining > 0:
-                bridge = _Bridge(self, cb)
-                self.model.learn(remaining, callback=bridge, log_interval=None, reset_num_timesteps=False)
-        finally:
-            self.refresh_policy()
-            cb.on_training_end()
+        with torch_threads(self.n_threads):
+            cb = self._start_learning(callback)
+            try:
+                remaining = int(total_env_steps) - int(self.model.num_timesteps)
+                if remaining > 0:
+                    bridge = _Bridge(self, cb)
+                    self.model.learn(remaining, callback=bridge, log_interval=None, reset_num_timesteps=False)
+            finally:
+                self.refresh_policy()
+                cb.on_training_end()
         return self
 
     def evaluate_progress(self) -> EvalResult:

@@ -47,6 +47,16 @@ def test_learn_and_evaluate_use_the_agents_threads_and_restore_the_global_settin
         agents.make_agent("st-gumbel", ENV, n_threads=0)
 
 
+@pytest.mark.parametrize("method", ["reinforce", "st-gumbel-critic", "ppo"])
+def test_every_family_learns_with_the_agents_threads(global_threads, method):
+    """SB3's agents run their own learn loop: it must honour n_threads as the base class's does."""
+    seen: list[int] = []
+    with agents.make_agent(method, ENV, eval_every=10**6) as agent:
+        agent.learn(256, callback=FunctionCallback(lambda a, row: seen.append(torch.get_num_threads())))
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == global_threads
+
+
 def test_torch_threads_restores_the_setting_after_an_exception(global_threads):
     with pytest.raises(RuntimeError), torch_threads(1):
         assert torch.get_num_threads() == 1
