@@ -11,14 +11,13 @@ are named in the file and imported here too); ``import envs`` registers the ``gu
 from __future__ import annotations
 
 import argparse
-import importlib
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import envs  # noqa: F401  (registers the gumbel_rl/ gridworlds)
-from gumbel_rl import GumbelPolicy
+from experiments.runner import load_policy_for
 
 
 def main() -> None:
@@ -39,13 +38,7 @@ def main() -> None:
     torch.set_num_threads(1)  # a small network: one thread is fastest
 
     try:  # a missing, corrupt or foreign file, an unknown env: one line, exit 2
-        policy = GumbelPolicy.load(args.policy)
-        extra = GumbelPolicy.read_metadata(args.policy).get("extra") or {}
-        for package in extra.get("gym_packages") or []:  # they register the env the policy was trained on
-            importlib.import_module(package)
-        env_id = args.env or extra.get("env_id")
-        if env_id is None:
-            raise ValueError(f"{args.policy} does not name its environment; give --env ID")
+        policy, env_id, _ = load_policy_for(args.policy, args.env)
         env = gym.make(env_id)
     except (FileNotFoundError, ValueError, ImportError, gym.error.Error) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
