@@ -64,6 +64,9 @@ from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy
 from gumbel_rl.schedules import make_schedule
 
 CRITIC_SUFFIX = "-critic"
+CRITIC_HEADS = ("concat", "per_action")
+MAX_HASH_BITS = 24
+"""Largest ``hash_bits``: the count table has ``2^hash_bits`` entries (64 MiB of int32 at 24)."""
 
 
 @dataclass
@@ -101,6 +104,9 @@ class CriticConfig(Config):
     """Hidden layer sizes of each critic (at least one layer)."""
     critic_activation: str = "relu"
     """Activation of the critics (tanh, relu, elu, gelu)."""
+    critic_head: str = "concat"
+    """How each critic sees the action: ``"concat"`` (``Q = MLP([s, a])``) or ``"per_action"`` (``Q = a . MLP(s)``,
+    linear in the action, so the estimators' gradients see the exact action gaps; see ``EnsembleQ``)."""
     ent_coef: float | str = "auto"
     """Weight ``alpha`` of the exact policy entropy in the actor loss and the soft value target: a number >= 0
     (fixed; 0: none), ``"auto"`` (learned, SAC-style, so that the entropy tracks ``target_entropy``; starts at
@@ -122,6 +128,17 @@ class CriticConfig(Config):
     mapping, e.g. ``{"kind": "linear", "tau0": 1.0, "tau_end": 0.5, "steps": 20000}``."""
     gumbel_k: int = 10
     """Conditional Gumbel draws of the ``gumbel-rao`` estimator."""
+    normalize_reward: bool = False
+    """Learn from ``r / RMS(r)``, the RMS of the rewards seen during ``learning_starts`` (fixed from then on; 1 if
+    they were all 0), so that one set of defaults (learning rates, ``explore_bonus``) fits rewards of any unit: a
+    -0.01 step cost and a -1 step cost both become -1. ``train/q_mean`` is then in these units."""
+    explore_bonus: float = 0.0
+    """Weight ``beta`` of a count-based exploration bonus ``beta / sqrt(N(s'))`` added to each replayed reward (in
+    the normalised units), ``N`` the visits so far to the next state's cell (0: none). Recomputed at every
+    sample, so it shrinks as the cell is visited. Cells: the observation itself for Discrete spaces, else a
+    SimHash of ``hash_bits`` random hyperplanes through the standardised observation (Tang et al. 2017)."""
+    hash_bits: int = 16
+    """Bits of the SimHash that groups Box observations into ``2^hash_bits`` cells for the visit counts."""
 
     def validate(self) -> None:
         super().validate()
@@ -140,9 +157,15 @@ class CriticConfig(Config):
             raise ValueError(f"hyperparameter ent_coef: {exc}") from None
         check_fraction("target_entropy", self.target_entropy)
         check_bool("soft_target", self.soft_target)
+        check_bool("normalize_reward", self.normalize_reward)
+        check_positive("explore_bonus", self.explore_bonus, allow_zero=True)
+        check_positive("hash_bits", self.hash_bits, integer=True)
+        if self.hash_bits > MAX_HASH_BITS:
+            raise ValueError(f"hyperparameter hash_bits must be at most {MAX_HASH_BITS}, got {self.hash_bits!r}")
         check_positive("max_grad_norm", self.max_grad_norm, allow_zero=True)
         check_layers("critic_arch", self.critic_arch, allow_empty=False)
         check_choice("critic_activation", self.critic_activation, ACTIVATIONS)
+        check_choice("critic_head", self.critic_head, CRITIC_HEADS)
         try:
             make_schedule(self.tau)
         except (ValueError, TypeError) as exc:
@@ -174,12 +197,21 @@ def initial_alpha(ent_coef: float | str) -> tuple[float, bool]:
 class EnsembleQ(nn.Module):
     """``n`` independent MLP critics evaluated together (one batched matmul per layer).
 
-    ``forward(features (B, obs_dim), action (B, n_actions)) -> (n, B)``.
+    ``forward(features (B, obs_dim), action (B, n_actions)) -> (n, B)``, with one of two heads:
+
+    - ``"concat"``: ``Q(s, a) = MLP([s, a])``, the action an input (DDPG's critic);
+    - ``"per_action"``: ``Q(s, a) = a . MLP(s)``, one output per action (DQN's head), linear in ``a``. Then
+      ``dQ/da_k = Q(s, e_k)`` exactly, so a straight-through or relaxed action's gradient sees the true action gaps,
+      not a linearisation of the MLP around the sampled one-hot; a relaxed action is valued at its expectation.
     """
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str, n: int = 2) -> None:
+    def __init__(
+        self, obs_dim: int, n_actions: int, hidden: tuple[int, ...], activation: str, n: int = 2, head: str = "concat"
+    ) -> None:
         super().__init__()
-        sizes = [in_dim, *hidden, 1]
+        check_choice("critic_head", head, CRITIC_HEADS)
+        self.per_action = head == "per_action"
+        sizes = [obs_dim, *hidden, n_actions] if self.per_action else [obs_dim + n_actions, *hidden, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -191,13 +223,13 @@ class EnsembleQ(nn.Module):
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([features, action], dim=-1).unsqueeze(0)  # (1, B, in)
+        x = (features if self.per_action else torch.cat([features, action], dim=-1)).unsqueeze(0)  # (1, B, in)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x.expand(w.shape[0], -1, -1) if i == 0 else x, w)
             if i < last:
                 x = self.act(x)
-        return x.squeeze(-1)
+        return (x * action).sum(-1) if self.per_action else x.squeeze(-1)
 
 
 # ---- the losses ----------------------------------------------------------------------------------------------
@@ -279,6 +311,74 @@ def temperature_loss(log_alpha: torch.Tensor, entropy: torch.Tensor, target_entr
     return log_alpha * (entropy.detach().mean() - target_entropy)
 
 
+# ---- exploration: reward scale and visit counts ------------------------------------------------------------
+
+
+def reward_scale(rewards: torch.Tensor) -> float:
+    """``1 / sqrt(mean r^2)`` of the rewards (any shape), or 1.0 when there are none or all are 0."""
+    rms = rewards.double().pow(2).mean().sqrt().item() if rewards.numel() else 0.0
+    return 1.0 / rms if rms > 0 else 1.0
+
+
+def simhash(x: torch.Tensor, planes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """SimHash cell of each row of ``x`` (B, d): bit ``i`` is ``planes_i . x + offsets_i > 0`` (``planes`` (k, d),
+    ``offsets`` (k,)), the code ``sum_i bit_i 2^i``. Returns (B,) long in ``[0, 2^k)``. Nearby points share a cell
+    unless a hyperplane separates them (Charikar 2002; Tang et al. 2017, "#Exploration")."""
+    bits = (x @ planes.T + offsets > 0).long()
+    return (bits << torch.arange(planes.shape[0], device=x.device)).sum(-1)
+
+
+def count_bonus(counts: torch.Tensor, beta: float) -> torch.Tensor:
+    """The exploration bonus ``beta / sqrt(max(N, 1))`` of visit counts ``N`` (any shape): it shrinks as
+    ``1 / sqrt(N)``, the width of a confidence interval after ``N`` samples (MBIE-EB, Strehl & Littman 2008)."""
+    return beta * counts.clamp(min=1).to(torch.float32).rsqrt()
+
+
+class VisitCounts:
+    """Visit counts of observation cells, for :func:`count_bonus`.
+
+    Observations come as the replay buffer stores them: long indices (B,) for a Discrete space of ``obs_dim``
+    states (each its own cell), float rows (B, obs_dim) for a Box space. A Box observation is standardised with the mean
+    and standard deviation of the observations given to :meth:`fit` (the random phase), then hashed by
+    :func:`simhash` with ``bits`` hyperplanes of random unit directions and N(0, 1) offsets drawn from ``seed``.
+    """
+
+    def __init__(self, discrete: bool, obs_dim: int, bits: int, seed: int, device: torch.device) -> None:
+        self.discrete = discrete
+        gen = torch.Generator().manual_seed(seed)
+        planes = torch.randn(bits, obs_dim, generator=gen)
+        self.planes = (planes / planes.norm(dim=1, keepdim=True)).to(device)
+        self.offsets = torch.randn(bits, generator=gen).to(device)
+        self.mean = torch.zeros(obs_dim, device=device)
+        self.std = torch.ones(obs_dim, device=device)
+        self.counts = torch.zeros(obs_dim if discrete else 2**bits, dtype=torch.int32, device=device)
+
+    def fit(self, obs: torch.Tensor) -> None:
+        """Standardise later Box observations (N, obs_dim) by these ones' mean and std (floored at 1e-3)."""
+        if not self.discrete and len(obs):
+            self.mean = obs.mean(0)
+            self.std = obs.std(0, correction=0).clamp(min=1e-3)
+
+    def cells(self, obs: torch.Tensor) -> torch.Tensor:
+        """The cell (long, (B,)) of each stored observation."""
+        return obs if self.discrete else simhash((obs - self.mean) / self.std, self.planes, self.offsets)
+
+    def add(self, obs: torch.Tensor) -> None:
+        """Count one visit to each observation's cell."""
+        self.counts.index_add_(0, self.cells(obs), torch.ones(len(obs), dtype=torch.int32, device=obs.device))
+
+    def bonus(self, obs: torch.Tensor, beta: float) -> torch.Tensor:
+        """:func:`count_bonus` of each observation's cell (B,)."""
+        return count_bonus(self.counts[self.cells(obs)], beta)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std, "counts": self.counts}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for key in ("mean", "std", "counts"):
+            setattr(self, key, state[key].to(self.counts.device))
+
+
 # ---- the agent -------------------------------------------------------------------------------------------------
 
 
@@ -319,7 +419,9 @@ class CriticAgent(Agent):
             k=cfg.gumbel_k,
         ).to(self.device)
         n_act = self.policy.n_actions
-        self.critic = EnsembleQ(self.policy.obs_dim + n_act, cfg.critic_arch, cfg.critic_activation).to(self.device)
+        self.critic = EnsembleQ(
+            self.policy.obs_dim, n_act, cfg.critic_arch, cfg.critic_activation, head=cfg.critic_head
+        ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_params = list(self.policy.parameters())
         self.critic_params = list(self.critic.parameters())
@@ -338,6 +440,12 @@ class CriticAgent(Agent):
         self.eye = torch.eye(n_act, device=self.device)
         self.eye_obs = torch.eye(self.policy.obs_dim, device=self.device) if self.buffer.discrete else None
         self.n_updates = 0
+        # Fixed when learning starts, from what the random phase saw: the reward unit, the observation scale.
+        self.statistics_fixed = False
+        self.reward_scale = 1.0
+        self.visits: VisitCounts | None = None
+        if cfg.explore_bonus > 0:
+            self.visits = VisitCounts(self.buffer.discrete, self.policy.obs_dim, cfg.hash_bits, self.seed, self.device)
 
         # Per copy: the seed its episode was reset with and the actions taken since (for the exact resume).
         self.episode_seeds = self._draw_seeds(cfg.n_envs)
@@ -367,7 +475,9 @@ class CriticAgent(Agent):
         actions = self._act(steps_so_far < self.config.learning_starts)
         next_obs, rewards, terminated, truncated, _ = self.envs.step(actions)
         done = np.logical_or(terminated, truncated)
-        self.buffer.add(self.obs, actions - self.action_start, rewards, next_obs, terminated, done)
+        slots = self.buffer.add(self.obs, actions - self.action_start, rewards, next_obs, terminated, done)
+        if self.visits is not None and self.statistics_fixed:
+            self.visits.add(self.buffer.next_obs[slots])
         self.episode_returns.add(rewards, done)
         for i, a in enumerate(actions):
             self.episode_actions[i].append(int(a))
@@ -390,12 +500,32 @@ class CriticAgent(Agent):
         tau = self.schedule(total)
         self.policy.tau.fill_(tau)
         metrics: dict[str, float] = {"train/tau": tau}
+        if total >= cfg.learning_starts and not self.statistics_fixed:
+            self._fix_statistics()
         if total >= cfg.learning_starts and self.buffer.size >= cfg.batch_size:
             stats = [self._update(tau) for _ in range(cfg.gradient_steps)][-1]
             values = torch.stack(list(stats.values())).tolist()  # one host sync per iteration
             metrics.update(zip(stats, values, strict=True))
         metrics.update(self.episode_returns.metrics())
         return steps, metrics
+
+    def _fix_statistics(self) -> None:
+        """At the end of the random phase: the reward unit and, with the bonus, the observation scale and the
+        visit counts of everything stored so far; from then on each env step counts its next observation."""
+        n = self.buffer.size
+        if self.config.normalize_reward:
+            self.reward_scale = reward_scale(self.buffer.reward[:n])
+        if self.visits is not None:
+            self.visits.fit(self.buffer.next_obs[:n])
+            self.visits.add(self.buffer.next_obs[:n])
+        self.statistics_fixed = True
+
+    def _reward(self, slots: torch.Tensor) -> torch.Tensor:
+        """The reward learned from (B,): the stored one in the normalised unit, plus the exploration bonus."""
+        reward = self.buffer.reward[slots] * self.reward_scale
+        if self.visits is not None:
+            reward = reward + self.visits.bonus(self.buffer.next_obs[slots], self.config.explore_bonus)
+        return reward
 
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
         opt.zero_grad(set_to_none=True)
@@ -407,7 +537,10 @@ class CriticAgent(Agent):
     def _update(self, tau: float) -> dict[str, torch.Tensor]:
         """One critic update, an actor (and alpha) update every ``policy_delay``, then the Polyak step."""
         cfg = self.config
-        batch = self.buffer.sample(cfg.batch_size, self.generator, cfg.n_step, cfg.gamma)
+        plain = self.visits is None and self.reward_scale == 1.0
+        batch = self.buffer.sample(
+            cfg.batch_size, self.generator, cfg.n_step, cfg.gamma, None if plain else self._reward
+        )
         f, f_next = self._features(batch.obs), self._features(batch.next_obs)
         alpha = self.log_alpha.detach().exp()
 
@@ -419,6 +552,8 @@ class CriticAgent(Agent):
         self._step(self.critic_opt, loss_q, self.critic_params)
         self.n_updates += 1
         stats = {"train/critic_loss": loss_q.detach(), "train/q_mean": q.mean()}
+        if self.visits is not None:
+            stats["train/explore_bonus"] = self.visits.bonus(batch.next_obs, cfg.explore_bonus).mean()
 
         if self.n_updates % cfg.policy_delay == 0:
             loss_pi, h = pathwise_actor_loss(
@@ -452,6 +587,9 @@ class CriticAgent(Agent):
             "episode_actions": [list(a) for a in self.episode_actions],
             "episode_returns": self.episode_returns.state_dict(),
             "obs": torch.as_tensor(np.asarray(self.obs)),
+            "statistics_fixed": self.statistics_fixed,
+            "reward_scale": self.reward_scale,
+            "visits": self.visits.state_dict() if self.visits is not None else {},
         }
 
     def _load_training_state(self, state: dict[str, Any]) -> None:
@@ -467,6 +605,9 @@ class CriticAgent(Agent):
         if self.learn_alpha:
             self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.episode_returns.load_state_dict(state["episode_returns"])
+        self.statistics_fixed, self.reward_scale = bool(state["statistics_fixed"]), float(state["reward_scale"])
+        if self.visits is not None:
+            self.visits.load_state_dict(state["visits"])
         self._replay_episodes(state["episode_seeds"], state["episode_actions"], state["obs"].cpu().numpy())
 
     def _replay_episodes(self, seeds: list[int], actions: list[list[int]], expected_obs: np.ndarray) -> None:
@@ -511,10 +652,14 @@ __all__ = [
     "CriticAgent",
     "CriticConfig",
     "EnsembleQ",
+    "VisitCounts",
     "categorical_entropy",
+    "count_bonus",
     "critic_loss",
     "initial_alpha",
     "pathwise_actor_loss",
+    "reward_scale",
+    "simhash",
     "soft_q_target",
     "temperature_loss",
 ]

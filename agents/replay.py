@@ -13,6 +13,7 @@ transitions are not written yet. Whether the target bootstraps at all is the las
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -76,9 +77,9 @@ class ReplayBuffer:
         next_obs: np.ndarray,
         terminated: np.ndarray,
         done: np.ndarray | None = None,
-    ) -> None:
+    ) -> torch.Tensor:
         """Append a batch of ``m`` transitions (numpy arrays with leading dimension ``m``; ``action`` as indices from
-        0); ``done`` (terminated or truncated) defaults to ``terminated``."""
+        0); ``done`` (terminated or truncated) defaults to ``terminated``. Returns the ``m`` slots written (long)."""
         m = len(action)
         idx = ((self.pos + torch.arange(m)) % self.capacity).to(self.device)
         self.obs[idx] = self._obs_tensor(obs)
@@ -90,20 +91,33 @@ class ReplayBuffer:
         self.done[idx] = torch.as_tensor(np.asarray(done, dtype=bool), device=self.device)
         self.pos = (self.pos + m) % self.capacity
         self.size = min(self.size + m, self.capacity)
+        return idx
 
-    def sample(self, batch: int, generator: torch.Generator, n_step: int = 1, gamma: float = 1.0) -> ReplaySample:
+    def sample(
+        self,
+        batch: int,
+        generator: torch.Generator,
+        n_step: int = 1,
+        gamma: float = 1.0,
+        reward_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> ReplaySample:
         """``batch`` uniform draws (with replacement), each followed along its episode for up to ``n_step``
         transitions (fewer where the episode ended or the newer ones are not written yet): ``reward = sum_k gamma^k
         r_{t+k}``, ``next_obs``/``terminated`` those of the last transition followed, ``discount = gamma^(transitions
-        followed)`` (``gamma`` everywhere when ``n_step == 1``)."""
+        followed)`` (``gamma`` everywhere when ``n_step == 1``).
+
+        ``reward_fn``: the per-transition reward ``r`` used in the sum, computed now from the slots (long, (batch,))
+        -> (batch,) float; default the stored reward. It lets a learner rescale rewards or add a bonus that changes
+        as it learns (e.g. one that shrinks with visit counts) without rewriting the buffer."""
+        rew: Callable[[torch.Tensor], torch.Tensor] = (lambda j: self.reward[j]) if reward_fn is None else reward_fn
         i = torch.randint(self.size, (batch,), device=self.device, generator=generator)
         newer = (self.pos - 1 - i) % self.capacity  # transitions written after i (the ring's newest is pos - 1)
-        reward = self.reward[i].clone()
+        reward = rew(i).clone()
         last, alive, followed = i, ~self.done[i], torch.ones(batch, device=self.device)
         for k in range(1, n_step):
             alive = alive & (newer >= k * self.stride)
             j = (i + k * self.stride) % self.capacity
-            reward = reward + (gamma**k) * self.reward[j] * alive
+            reward = reward + (gamma**k) * rew(j) * alive
             last = torch.where(alive, j, last)
             followed = followed + alive
             alive = alive & ~self.done[j]

@@ -14,9 +14,14 @@ import envs  # noqa: F401  (registers the gridworlds)
 from agents import Agent, StopTrainingOnSolved, make_agent
 from agents.critic import (
     CriticAgent,
+    EnsembleQ,
+    VisitCounts,
     categorical_entropy,
+    count_bonus,
     critic_loss,
     pathwise_actor_loss,
+    reward_scale,
+    simhash,
     soft_q_target,
     temperature_loss,
 )
@@ -126,6 +131,68 @@ def test_temperature_loss_gradient_sign() -> None:
         assert h.grad is None
 
 
+def test_reward_scale_is_one_over_the_rms() -> None:
+    """A -0.01 step cost and a -1 step cost both become -1; all-zero or no rewards leave the unit alone."""
+    assert reward_scale(torch.full((50,), -0.01)) == pytest.approx(100.0)
+    assert reward_scale(torch.tensor([3.0, -4.0])) == pytest.approx(1 / math.sqrt(12.5))
+    assert reward_scale(torch.full((50,), -1.0)) == 1.0
+    assert reward_scale(torch.zeros(7)) == 1.0 and reward_scale(torch.zeros(0)) == 1.0
+
+
+def test_count_bonus_shrinks_as_one_over_sqrt_count() -> None:
+    """beta / sqrt(max(N, 1)): unvisited cells get the full beta, then 1/sqrt(N)."""
+    bonus = count_bonus(torch.tensor([0, 1, 4, 100], dtype=torch.int32), 2.0)
+    assert bonus.tolist() == pytest.approx([2.0, 2.0, 1.0, 0.2]) and bonus.dtype == torch.float32
+    assert (bonus.diff() <= 0).all()
+
+
+def test_simhash_by_hand() -> None:
+    """Planes x_0 > 0 (bit 0) and x_1 > 1 (bit 1): the four quadrants around (0, 1) are cells 0-3."""
+    planes, offsets = torch.eye(2), torch.tensor([0.0, -1.0])
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [1.0, 0.5], [-1.0, 2.0], [0.9, 2.1]])
+    assert simhash(x, planes, offsets).tolist() == [3, 0, 1, 2, 3]
+
+
+def test_visit_counts_discrete_and_box() -> None:
+    """Discrete: each state its own cell. Box: standardised by the fitted statistics, then hashed: an observation
+    and a nearby one share a cell; counts and bonus follow; the state dict restores them."""
+    cpu = torch.device("cpu")
+    grid = VisitCounts(True, 4, bits=8, seed=0, device=cpu)
+    grid.add(torch.tensor([0, 0, 2, 0]))
+    assert grid.counts.tolist() == [3, 0, 1, 0]
+    assert grid.bonus(torch.tensor([0, 1, 2]), 1.0).tolist() == pytest.approx([3**-0.5, 1.0, 1.0])
+    box = VisitCounts(False, 3, bits=12, seed=0, device=cpu)
+    data = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 10.0, 0.1])
+    box.fit(data)
+    assert torch.allclose(box.std, data.std(0, correction=0)) and box.counts.shape == (4096,)
+    x = data[:1]
+    for _ in range(4):
+        box.add(x)
+    assert box.bonus(x + 1e-6 * box.std, 0.5).item() == pytest.approx(0.25)  # 0.5 / sqrt(4), same cell
+    assert box.counts.sum().item() == 4
+    again = VisitCounts(False, 3, bits=12, seed=0, device=cpu)
+    again.load_state_dict(box.state_dict())
+    assert torch.equal(again.cells(data), box.cells(data)) and torch.equal(again.counts, box.counts)
+    assert len(set(box.cells(data).tolist())) > 50  # the hash spreads the data over many cells
+
+
+def test_per_action_head_is_linear_in_the_action() -> None:
+    """critic_head="per_action": Q(s, a) = a . q(s), so a relaxed action is valued at the mix of the one-hot values
+    and dQ/da_k = Q(s, e_k) exactly; "concat" is not linear in a."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    features = torch.randn(5, 3, generator=gen)
+    for head, linear in (("per_action", True), ("concat", False)):
+        critic = EnsembleQ(3, 4, (16,), "relu", n=2, head=head)
+        every = torch.stack([critic(features, torch.eye(4)[k].expand(5, 4)) for k in range(4)], -1)  # (2, 5, 4)
+        soft = torch.softmax(torch.randn(5, 4, generator=gen), -1).requires_grad_(True)
+        q = critic(features, soft)
+        assert torch.allclose(q, (every * soft.detach()).sum(-1), atol=1e-6) == linear, head
+        if linear:
+            q.sum().backward()
+            assert torch.allclose(soft.grad, every.sum(0), atol=1e-6)
+
+
 @pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
 def test_learns_empty_room(estimator: str) -> None:
     agent = make_agent(f"{estimator}-critic", EMPTY, seed=0, **FAST)
@@ -221,7 +288,8 @@ def test_buffer_cartpole_physics_two_envs() -> None:
 def test_actor_gradient_only_through_action() -> None:
     """In the agent: an actor step moves the policy and leaves the critic (weights, gradients, trainability) alone;
     with the action cut out of the critic, no estimator gives the policy any gradient."""
-    agent = make_agent("st-gumbel-critic", EMPTY, seed=3, learning_starts=100, batch_size=32, eval_every=10**6)
+    hp = {"learning_starts": 100, "batch_size": 32, "eval_every": 10**6, "critic_head": "concat"}
+    agent = make_agent("st-gumbel-critic", EMPTY, seed=3, **hp)
     agent.learn(300)  # fills the buffer and makes a few updates
     features = agent._features(agent.buffer.sample(32, agent.generator).obs)
     critic_before = [p.detach().clone() for p in agent.critic_params]
@@ -274,6 +342,9 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
         "ent_coef": 0.01,
         "n_step": 3,
         "tau": {"kind": "linear", "tau0": 2.0, "tau_end": 0.5, "steps": 600},
+        "explore_bonus": 0.5,
+        "normalize_reward": True,
+        "critic_head": "per_action",
     }
     full = make_agent("reinmax-critic", "CartPole-v1", seed=5, **hp).learn(600)
     part = make_agent("reinmax-critic", "CartPole-v1", seed=5, **hp).learn(300)
@@ -287,6 +358,8 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
     for key in ("obs", "action", "reward", "next_obs", "terminated", "done"):
         assert torch.equal(getattr(resumed.buffer, key), getattr(full.buffer, key)), key
     assert np.array_equal(resumed.obs, full.obs)
+    assert torch.equal(resumed.visits.counts, full.visits.counts) and full.visits.counts.sum() == 600
+    assert torch.equal(resumed.visits.std, full.visits.std) and resumed.reward_scale == full.reward_scale == 1.0
     a, b = resumed.episode_returns.state_dict(), full.episode_returns.state_dict()
     assert torch.equal(a["running"], b["running"]) and a["recent"] == b["recent"] and a["episodes"] == b["episodes"]
 
@@ -336,6 +409,11 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
         ({"ent_coef": "auto_0"}, "ent_coef"),
         ({"target_entropy": 1.5}, "target_entropy"),
         ({"soft_target": "yes"}, "soft_target"),
+        ({"normalize_reward": 1}, "normalize_reward"),
+        ({"explore_bonus": -1.0}, "explore_bonus"),
+        ({"hash_bits": 0}, "hash_bits"),
+        ({"hash_bits": 40}, "hash_bits"),
+        ({"critic_head": "dueling"}, "critic_head"),
     ],
 )
 def test_bad_hyperparameters_are_named(hp: dict, name: str) -> None:

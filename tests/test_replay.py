@@ -100,6 +100,26 @@ def test_n_step_return_of_a_long_episode_counts_every_power_of_gamma() -> None:
         assert nxt == t + m and disc == pytest.approx(0.9**m, rel=1e-6)
 
 
+def test_add_returns_the_slots_written() -> None:
+    buf = ReplayBuffer(4, BOX, torch.device("cpu"), stride=2)
+    slots = [buf.add(np.zeros((2, 1)), np.zeros(2), np.zeros(2), np.zeros((2, 1)), np.zeros(2)).tolist() for _ in "abc"]
+    assert slots == [[0, 1], [2, 3], [0, 1]]
+
+
+def test_reward_fn_replaces_the_stored_reward_in_the_n_step_sum() -> None:
+    """reward_fn = 2 r + 1 per transition: the m-step sum becomes 2 R + sum_{k<m} gamma^k = 2 R + (1 - discount) /
+    (1 - gamma), on the same draws (same generator state); everything else is unchanged."""
+    buf = ReplayBuffer(16, BOX, torch.device("cpu"))
+    _fill(buf, 12, done_at=(4, 9))
+    plain = buf.sample(100, torch.Generator().manual_seed(2), n_step=3, gamma=0.9)
+    mapped = buf.sample(
+        100, torch.Generator().manual_seed(2), n_step=3, gamma=0.9, reward_fn=lambda j: 2 * buf.reward[j] + 1
+    )
+    assert torch.allclose(mapped.reward, 2 * plain.reward + (1 - plain.discount) / (1 - 0.9), atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(plain[:2] + plain[3:], mapped[:2] + mapped[3:], strict=True))
+    assert len(set(plain.discount.tolist())) == 3  # draws that followed 1, 2 and 3 transitions
+
+
 def test_state_dict_round_trip() -> None:
     buf = ReplayBuffer(5, BOX, torch.device("cpu"), stride=1)
     _fill(buf, 7, done_at=(3, 5))
