@@ -1,6 +1,7 @@
 """Training algorithms for gumbel-rl policies, behind one interface: ``make_agent(method, env_id, ...)``."""
 
 import agents.critic  # noqa: F401  (registers the <estimator>-critic methods)
+import agents.model_based  # noqa: F401  (registers the <estimator>-model methods)
 import agents.pathwise  # noqa: F401  (registers the twin methods)
 import agents.reinforce  # noqa: F401  (registers reinforce)
 import agents.sb3  # noqa: F401  (registers ppo, a2c, dqn)
