@@ -9,6 +9,12 @@ Environments by name: every env id this package accepts may take Gymnasium's ``m
 (``mypkg.envs:audit/Corridor-v0``), where ``module`` is imported -- as ``gymnasium.make`` does -- before ``id`` is
 looked up in the registry (:func:`env_spec`); :func:`import_gym_packages` imports packages that register envs
 (``train.py --gym-packages``, as rl-baselines3-zoo's).
+
+Environments without a time limit (Gymnasium's ``CliffWalking-v1``, often a user's own) get one of
+:data:`DEFAULT_EPISODE_LIMIT` steps in training and evaluation (:func:`make_kwargs`, used wherever an agent or an
+evaluation builds the env), so that a greedy policy that never reaches the goal cannot make an episode -- and so
+an evaluation -- run forever. Ids registered without a ``reward_threshold`` for which the package can compute one
+take it from :data:`COMPUTED_THRESHOLDS`; for any other such id "solved" is undefined and runs use their budget.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ import envs  # (registers the gumbel_rl/ gridworlds)
 
 SOLVE_EPISODES = 100
 """Episodes of the deterministic evaluation that decides "solved"."""
+
+DEFAULT_EPISODE_LIMIT = 1_000
+"""Time limit (env steps per episode) of an environment registered without ``max_episode_steps``."""
+
+COMPUTED_THRESHOLDS: dict[str, float] = {"CliffWalking-v1": -13.0}
+"""``reward_threshold`` of ids Gymnasium registers without one. CliffWalking-v1: its optimal return, -13 (value
+iteration on its exact model under the default time limit, checked by a test; the env is deterministic, so a greedy
+optimal policy scores exactly that and no margin is needed)."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +100,26 @@ def env_spec(env_id: str) -> EnvSpec:
 
 
 def reward_threshold(env_id: str) -> float | None:
-    """The ``reward_threshold`` registered for ``env_id`` (None if it has none); ``module:id`` ids import
-    ``module`` (:func:`env_spec`).
+    """The ``reward_threshold`` registered for ``env_id``, else the one in :data:`COMPUTED_THRESHOLDS`, else None;
+    ``module:id`` ids import ``module`` (:func:`env_spec`).
 
     Raises:
         ValueError: an unknown id or unimportable module.
     """
-    return env_spec(env_id).reward_threshold
+    spec = env_spec(env_id)
+    return spec.reward_threshold if spec.reward_threshold is not None else COMPUTED_THRESHOLDS.get(spec.id)
+
+
+def make_kwargs(env_id: str) -> dict[str, Any]:
+    """Keyword arguments for ``gymnasium.make(env_id)`` (and the vector-env builders that pass them on):
+    ``max_episode_steps=DEFAULT_EPISODE_LIMIT`` when the registration has no time limit, else none.
+
+    Raises:
+        ValueError: an unknown id or unimportable module.
+    """
+    if env_spec(env_id).max_episode_steps is None:
+        return {"max_episode_steps": DEFAULT_EPISODE_LIMIT}
+    return {}
 
 
 def evaluate(
@@ -110,7 +137,7 @@ def evaluate(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    venv = make_vec_env(env_id, n_envs=min(n_envs, episodes), seed=seed)
+    venv = make_vec_env(env_id, n_envs=min(n_envs, episodes), seed=seed, env_kwargs=make_kwargs(env_id))
     try:
         returns, _ = evaluate_policy(
             policy, venv, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True

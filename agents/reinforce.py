@@ -56,6 +56,7 @@ from torch import nn
 import envs
 from agents.base import Agent, Config, check_bool, check_choice, check_fraction, check_positive
 from agents.episodes import EpisodeReturns
+from agents.evaluation import make_kwargs
 from agents.registry import register_method
 from agents.returns import lambda_returns
 from envs import DifferentiableEnv
@@ -246,7 +247,9 @@ class ReinforceAgent(Agent):
             self._twin_state = self.twin.reset(cfg.n_envs, generator=self.generator)
             self.episodes = EpisodeReturns(cfg.n_envs, device=self.device)
         else:
-            self.venv = gym.make_vec(self.env_id, num_envs=cfg.n_envs, vectorization_mode="sync")
+            self.venv = gym.make_vec(
+                self.env_id, num_envs=cfg.n_envs, vectorization_mode="sync", **make_kwargs(self.env_id)
+            )
             self._gym_obs, _ = self.venv.reset(seed=self.seed)
             self._gym_autoreset = np.zeros(cfg.n_envs, dtype=bool)
             self.episodes = EpisodeReturns(cfg.n_envs)

@@ -92,7 +92,7 @@ from agents.base import (
     torch_threads,
 )
 from agents.callbacks import BaseCallback
-from agents.evaluation import SOLVE_EPISODES, EvalResult
+from agents.evaluation import SOLVE_EPISODES, EvalResult, make_kwargs
 from agents.registry import register_method
 from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy
 
@@ -359,7 +359,13 @@ class SB3Agent(Agent):
 
     def _setup(self) -> None:
         cfg = self.config
-        venv = make_vec_env(self.env_id, n_envs=cfg.n_envs, seed=self.seed, wrapper_class=_EpisodeRecorder)
+        venv = make_vec_env(
+            self.env_id,
+            n_envs=cfg.n_envs,
+            seed=self.seed,
+            wrapper_class=_EpisodeRecorder,
+            env_kwargs=make_kwargs(self.env_id),
+        )
         assert isinstance(venv, DummyVecEnv)  # make_vec_env's default vec_env_cls
         self.venv: DummyVecEnv = venv
         self._closed = False
