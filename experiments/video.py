@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.evaluation import make_kwargs
 from experiments.runner import MissingExtraError
 from gumbel_rl.files import atomic_path
 
@@ -55,7 +56,7 @@ def record_episode(
         ValueError: the env cannot render ``rgb_array`` frames.
     """
     try:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array", **make_kwargs(env_id))
     except gym.error.Error as exc:
         raise ValueError(f"{env_id} cannot render rgb_array frames: {exc}") from None
     frames: list[np.ndarray] = []
@@ -104,7 +105,7 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 
 
 def env_fps(env_id: str, default: float = 10.0) -> float:
     """The env's ``metadata["render_fps"]`` (Gymnasium's playback rate), else ``default``."""
-    env = gym.make(env_id)
+    env = gym.make(env_id, **make_kwargs(env_id))
     try:
         return float(env.metadata.get("render_fps") or default)
     finally:
