@@ -24,9 +24,18 @@ discrete actions). One iteration (Dreamer / MBPO style):
    - score-function actor (``reinforce-model``): the same window without a graph (hard sampled actions; nothing
      flows through the model), ``L = -mean_t w_t [log pi(a_t | s_t) A_t + ent_coef H(pi(.|s_t))]`` with
      ``A_t = (G_t - V(s_t)) / max(1, P95(G) - P5(G))`` (DreamerV3's return normalisation).
-   - critic: ``V`` regresses the imagined TD(lambda) targets
+   - critic: ``V`` (an MLP for ``Box`` observations, a table for ``Discrete`` ones: see ``critic_arch``) regresses,
+     ``critic_epochs`` full-batch Adam steps per window, the imagined TD(lambda) targets
      ``G_t = r~_t + gamma c_t ((1 - lambda) V(s_{t+1}) + lambda G_{t+1})`` (:func:`imagination_lambda_returns`,
      ``agents.returns.lambda_returns`` with a soft continuation), weighted by ``w_t``.
+
+Where it fails (generic defaults, seed 0). On ``gumbel_rl/FourRooms-11x11-v0`` the pathwise actor's entropy falls
+to ~0.01 within 3k real steps and the greedy policy never reaches the goal in 20k, although training episodes did
+reach it early; ``reinforce-model`` with the same model, critic and bonus solves it in 9k. With a table critic the
+one-step pathwise gradient is the exact ``Q(s, b)`` of every action, so the policy follows the (optimistic) values
+greedily and its softmax saturates before the bonus has dried up, after which no estimator's gradient can move it.
+Tried without success: ``ent_coef`` 0.03 (still collapses) and 0.1 (stays near uniform; greedy 0.818 at 11k, just
+under the 0.821 threshold), a 10x larger bonus, and dividing ``J`` by DreamerV3's return scale.
 
 Counting stays honest: ``time/total_timesteps`` counts real environment steps only; imagined steps are reported as
 ``train/imagined_steps`` (cumulative) and the seconds spent fitting the model and imagining as
@@ -102,8 +111,8 @@ class ModelConfig(Config):
     actor_horizon: int = 1
     """Truncated-backprop length of the actor's gradient inside the window (0: the whole window; see
     ``agents.pathwise``). 1: each imagined action is credited with ``r + gamma c V(s')`` through the model, the
-    one-step lookahead; the critic still learns from the whole window. (Seed 0, 3,000 real steps: EmptyRoom solved
-    at 1,284 with 1, unsolved with 0; CartPole solved at 2,004 with 1.)"""
+    one-step lookahead; the critic still learns from the whole window. (Seed 0, 3,000 real steps, with an MLP critic
+    on EmptyRoom: solved at 1,284 with 1, unsolved with 0; CartPole solved at 2,004 with 1.)"""
     gradient_steps: int = 1
     """Actor and critic updates (each on a fresh imagined window) per iteration."""
     gamma: float = 0.99
@@ -115,7 +124,11 @@ class ModelConfig(Config):
     critic_learning_rate: float = 1e-3
     """Adam learning rate of the critic."""
     critic_arch: tuple[int, ...] = (64, 64)
-    """Hidden layer sizes of the critic ``V``."""
+    """Hidden layer sizes of the critic ``V`` for ``Box`` observations. For ``Discrete`` ones ``V`` is always a
+    table (linear in the one-hot), because the model's state is a distribution over cells and the value of a
+    distribution is the expectation of the cells' values: an MLP is not linear off the one-hots, so the pathwise
+    gradient through ``V(dist')`` (its linearisation at the sampled next cell, in the direction of another
+    action's next-cell distribution) would not be the difference of expected values."""
     critic_epochs: int = 4
     """Adam steps of the critic on each imagined window (full batch, the same targets)."""
     ent_coef: float = 0.01
@@ -191,11 +204,18 @@ def weighted_critic_loss(
     return (weights * (value(critic, obs) - targets).pow(2)).mean()
 
 
-def normalised_advantages(returns: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """DreamerV3's advantages ``(G - V) / max(1, P95(G) - P5(G))`` (percentiles over the whole batch), no gradient."""
+def return_scale(returns: torch.Tensor) -> torch.Tensor:
+    """DreamerV3's return scale ``max(1, P95(G) - P5(G))`` (percentiles over the whole batch), a scalar without
+    gradient: dividing the advantages by it makes the entropy weight mean the same whatever the reward scale."""
     with torch.no_grad():
         q = torch.quantile(returns.flatten().float(), torch.tensor([0.05, 0.95], device=returns.device))
-        return (returns - values) / torch.clamp(q[1] - q[0], min=1.0)
+        return torch.clamp(q[1] - q[0], min=1.0)
+
+
+def normalised_advantages(returns: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """DreamerV3's advantages ``(G - V) / return_scale(G)``, no gradient."""
+    with torch.no_grad():
+        return (returns - values) / return_scale(returns)
 
 
 def reinforce_imagination_loss(
@@ -266,7 +286,9 @@ class ModelBasedAgent(Agent):
         self.model.to(self.device)
         self.model_params = list(self.model.parameters())
         self.model_opt = torch.optim.Adam(self.model_params, lr=cfg.model_learning_rate) if self.model_params else None
-        self.critic = mlp(obs_dim, cfg.critic_arch, 1, cfg.activation, out_gain=0.0).to(self.device)
+        # V starts at 0 everywhere (a random initial V would steer the one-step actor towards random cells).
+        critic_arch = () if self.discrete else cfg.critic_arch
+        self.critic = mlp(obs_dim, critic_arch, 1, cfg.activation, out_gain=0.0).to(self.device)
         self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_learning_rate)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, self.device, stride=cfg.n_envs)
@@ -508,5 +530,6 @@ __all__ = [
     "imagination_lambda_returns",
     "normalised_advantages",
     "reinforce_imagination_loss",
+    "return_scale",
     "weighted_critic_loss",
 ]
