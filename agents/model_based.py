@@ -61,6 +61,7 @@ from torch import nn
 
 from agents.base import Agent, Config, check_choice, check_fraction, check_layers, check_positive
 from agents.episodes import EpisodeReturns
+from agents.evaluation import make_kwargs
 from agents.pathwise import shac_actor_loss, shac_window, value
 from agents.registry import register_method
 from agents.replay import ReplayBuffer
@@ -260,6 +261,7 @@ class ModelBasedAgent(Agent):
             num_envs=cfg.n_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+            **make_kwargs(self.env_id),
         )
         self._closed = False
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
