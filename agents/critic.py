@@ -44,15 +44,11 @@ One generic set of defaults for every environment (issue 12). What it needed, me
 - ``soft_target=False``: with a learned alpha SAC's soft target ran away on CartPole, where episodes end on mistakes
   (see the field note).
 
-Environments (Gymnasium 1.x): a ``SyncVectorEnv`` of ``n_envs`` copies with autoreset **disabled**; the agent
-resets finished copies itself right after the step that ended them (``reset(seed=..., options={"reset_mask":
-done})``). So no "reset step" (what the default NEXT_STEP mode returns after a done) ever happens and nothing has
-to be filtered out of the buffer: every stored transition is a real (s, a, r, s') of one episode, with ``s'`` the
-true final observation on termination or truncation. Each episode is reset with its own seed drawn from the agent's
-NumPy generator; a checkpoint keeps, per copy, that seed and the actions taken since, and ``Agent.load`` replays
-them (at most one episode) to restore the environments exactly, then checks that the replayed observation equals
-the saved one. The checkpoint also holds critics, targets, optimisers, the replay buffer (its filled part, saved
-whole: large for image observations and big buffers), the torch generator and the episode returns.
+Environments: ``n_envs`` copies in an ``agents.real_envs.SeededVectorEnv`` (autoreset disabled, one seed per
+episode), so every stored transition is a real (s, a, r, s') of one episode, with ``s'`` the true final
+observation on termination or truncation, and ``Agent.load`` restores the environments exactly by replaying the
+current episodes (see that module). The checkpoint also holds critics, targets, optimisers, the replay buffer (its
+filled part, saved whole: large for image observations and big buffers) and the torch generator.
 """
 
 from __future__ import annotations
@@ -62,15 +58,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from agents.base import Agent, Config, check_bool, check_choice, check_fraction, check_layers, check_positive
-from agents.episodes import EpisodeReturns
-from agents.evaluation import make_kwargs
+from agents.real_envs import SeededVectorEnv
 from agents.registry import register_method
 from agents.replay import ReplayBuffer
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator, sample_action
@@ -415,16 +408,9 @@ class CriticAgent(Agent):
         self.estimator = estimator
         self.schedule = make_schedule(cfg.tau)
 
-        self.envs = gym.make_vec(
-            self.env_id,
-            num_envs=cfg.n_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
-            **make_kwargs(self.env_id),
-        )
-        self._closed = False
-        obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
-        self.action_start = int(act_space.start)
+        self.envs = SeededVectorEnv(self.env_id, cfg.n_envs, self.np_rng)
+        obs_space, act_space = self.envs.observation_space, self.envs.action_space
+        self.action_start = self.envs.action_start
         self.policy = GumbelPolicy(
             obs_space,
             act_space,
@@ -462,15 +448,7 @@ class CriticAgent(Agent):
         self.visits: VisitCounts | None = None
         if cfg.explore_bonus > 0:
             self.visits = VisitCounts(self.buffer.discrete, self.policy.obs_dim, cfg.hash_bits, self.seed, self.device)
-
-        # Per copy: the seed its episode was reset with and the actions taken since (for the exact resume).
-        self.episode_seeds = self._draw_seeds(cfg.n_envs)
-        self.episode_actions: list[list[int]] = [[] for _ in range(cfg.n_envs)]
-        self.episode_returns = EpisodeReturns(cfg.n_envs)
-        self.obs, _ = self.envs.reset(seed=self.episode_seeds)
-
-    def _draw_seeds(self, n: int) -> list[int]:
-        return [int(s) for s in self.np_rng.integers(0, 2**31 - 1, size=n)]
+        self.envs.reset()
 
     def _features(self, stored: torch.Tensor) -> torch.Tensor:
         """Network input (B, obs_dim) from buffer observations (indices for Discrete spaces, as obs_to_tensor)."""
@@ -481,29 +459,17 @@ class CriticAgent(Agent):
         """Env actions for the current observations: uniform during ``learning_starts``, else a policy sample."""
         if random_phase:
             return self.np_rng.integers(0, self.policy.n_actions, size=self.config.n_envs) + self.action_start
-        features, _ = self.policy.obs_to_tensor(self.obs)
+        features, _ = self.policy.obs_to_tensor(self.envs.obs)
         with torch.no_grad():
             index = gumbel_max(self.policy(features), generator=self.generator, validate=False)
         return index.cpu().numpy().astype(np.int64) + self.action_start
 
     def _env_step(self, steps_so_far: int) -> int:
         """One vectorised step; stores every transition and resets the copies that finished. Returns n_envs."""
-        actions = self._act(steps_so_far < self.config.learning_starts)
-        next_obs, rewards, terminated, truncated, _ = self.envs.step(actions)
-        done = np.logical_or(terminated, truncated)
-        slots = self.buffer.add(self.obs, actions - self.action_start, rewards, next_obs, terminated, done)
+        t = self.envs.step(self._act(steps_so_far < self.config.learning_starts))
+        slots = self.buffer.add(t.obs, t.actions - self.action_start, t.rewards, t.next_obs, t.terminated, t.done)
         if self.visits is not None and self.statistics_fixed:
             self.visits.add(self.buffer.next_obs[slots])
-        self.episode_returns.add(rewards, done)
-        for i, a in enumerate(actions):
-            self.episode_actions[i].append(int(a))
-        if done.any():
-            for copy_index, seed in zip(np.flatnonzero(done), self._draw_seeds(int(done.sum())), strict=True):
-                self.episode_seeds[copy_index] = seed
-                self.episode_actions[copy_index] = []
-            reset_obs, _ = self.envs.reset(seed=list(self.episode_seeds), options={"reset_mask": done})
-            next_obs = np.where(done.reshape(-1, *[1] * (np.ndim(next_obs) - 1)), reset_obs, next_obs)
-        self.obs = next_obs
         return self.config.n_envs
 
     # ---- learning ------------------------------------------------------------------------------------------
@@ -522,7 +488,7 @@ class CriticAgent(Agent):
             stats = [self._update(tau) for _ in range(cfg.gradient_steps)][-1]
             values = torch.stack(list(stats.values())).tolist()  # one host sync per iteration
             metrics.update(zip(stats, values, strict=True))
-        metrics.update(self.episode_returns.metrics())
+        metrics.update(self.envs.metrics())
         return steps, metrics
 
     def _fix_statistics(self) -> None:
@@ -599,10 +565,7 @@ class CriticAgent(Agent):
             "n_updates": self.n_updates,
             "log_alpha": self.log_alpha.detach(),
             "alpha_opt": self.alpha_opt.state_dict() if self.learn_alpha else {},
-            "episode_seeds": list(self.episode_seeds),
-            "episode_actions": [list(a) for a in self.episode_actions],
-            "episode_returns": self.episode_returns.state_dict(),
-            "obs": torch.as_tensor(np.asarray(self.obs)),
+            "envs": self.envs.state_dict(),
             "statistics_fixed": self.statistics_fixed,
             "reward_scale": self.reward_scale,
             "visits": self.visits.state_dict() if self.visits is not None else {},
@@ -620,32 +583,10 @@ class CriticAgent(Agent):
             self.log_alpha.copy_(state["log_alpha"])
         if self.learn_alpha:
             self.alpha_opt.load_state_dict(state["alpha_opt"])
-        self.episode_returns.load_state_dict(state["episode_returns"])
         self.statistics_fixed, self.reward_scale = bool(state["statistics_fixed"]), float(state["reward_scale"])
         if self.visits is not None:
             self.visits.load_state_dict(state["visits"])
-        self._replay_episodes(state["episode_seeds"], state["episode_actions"], state["obs"].cpu().numpy())
-
-    def _replay_episodes(self, seeds: list[int], actions: list[list[int]], expected_obs: np.ndarray) -> None:
-        """Restore each env copy to where the checkpoint left it: reset with its episode seed, replay its actions.
-
-        Raises:
-            ValueError: the replayed observations differ from the saved ones (an env that is not deterministic
-                given its reset seed and actions cannot be resumed exactly).
-        """
-        obs, _ = self.envs.reset(seed=list(seeds))
-        obs = np.array(obs, copy=True)
-        for i, env in enumerate(self.envs.envs):
-            for a in actions[i]:
-                obs[i], *_ = env.step(a)
-        if not np.array_equal(obs, expected_obs):
-            raise ValueError(
-                f"cannot resume {self.env_id!r} exactly: replaying the saved episode seeds and actions does not "
-                "reproduce the saved observations (is the environment deterministic given its seed?)"
-            )
-        self.episode_seeds = list(seeds)
-        self.episode_actions = [list(a) for a in actions]
-        self.obs = obs
+        self.envs.load_state_dict(state["envs"])  # raises ValueError if the replay does not reproduce them
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
@@ -654,9 +595,7 @@ class CriticAgent(Agent):
 
     def close(self) -> None:
         """Close the training environments (safe to call more than once)."""
-        if not self._closed:
-            self._closed = True
-            self.envs.close()
+        self.envs.close()
 
 
 for _name in PATHWISE_ESTIMATORS:

@@ -41,10 +41,9 @@ Counting stays honest: ``time/total_timesteps`` counts real environment steps on
 ``train/imagined_steps`` (cumulative) and the seconds spent fitting the model and imagining as
 ``time/imagination_seconds`` (cumulative, part of ``time/train_seconds``).
 
-Real environments: a ``SyncVectorEnv`` with autoreset disabled and per-copy episode seeds, exactly as
-``agents.critic.CriticAgent`` (see its docstring): a checkpoint keeps per copy the episode seed and the actions taken
-since, and ``load`` replays them, so resuming is exact. The checkpoint also holds the model, the critic, the
-optimisers, the replay buffer, the generator and the episode returns.
+Real environments: an ``agents.real_envs.SeededVectorEnv`` (autoreset disabled, one seed per episode; a checkpoint
+keeps per copy the episode seed and the actions taken since, and ``load`` replays them, so resuming is exact). The
+checkpoint also holds the model, the critic, the optimisers, the replay buffer and the generator.
 """
 
 from __future__ import annotations
@@ -56,13 +55,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from agents.base import Agent, Config, check_choice, check_fraction, check_layers, check_positive
-from agents.episodes import EpisodeReturns
-from agents.evaluation import make_kwargs
 from agents.pathwise import shac_actor_loss, shac_window, value
+from agents.real_envs import SeededVectorEnv
 from agents.registry import register_method
 from agents.replay import ReplayBuffer
 from agents.world_model import CountModel, EnsembleModel, ensemble_model_loss
@@ -256,16 +253,9 @@ class ModelBasedAgent(Agent):
         self.estimator = estimator
         self.pathwise = Estimator(estimator).pathwise
         self.schedule = make_schedule(cfg.tau)
-        self.envs = gym.make_vec(
-            self.env_id,
-            num_envs=cfg.n_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
-            **make_kwargs(self.env_id),
-        )
-        self._closed = False
-        obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
-        self.action_start = int(act_space.start)
+        self.envs = SeededVectorEnv(self.env_id, cfg.n_envs, self.np_rng)
+        obs_space, act_space = self.envs.observation_space, self.envs.action_space
+        self.action_start = self.envs.action_start
         self.policy = GumbelPolicy(
             obs_space,
             act_space,
@@ -299,15 +289,7 @@ class ModelBasedAgent(Agent):
         self.eye = torch.eye(n_act, device=self.device)
         self.imagined_steps = 0
         self.imagination_seconds = 0.0
-
-        self.episode_seeds = self._draw_seeds(cfg.n_envs)
-        self.episode_actions: list[list[int]] = [[] for _ in range(cfg.n_envs)]
-        self.episode_returns = EpisodeReturns(cfg.n_envs)
-        self.obs, _ = self.envs.reset(seed=self.episode_seeds)
-        self.model.add_starts(self._obs_tensor(self.obs))
-
-    def _draw_seeds(self, n: int) -> list[int]:
-        return [int(s) for s in self.np_rng.integers(0, 2**31 - 1, size=n)]
+        self.model.add_starts(self._obs_tensor(self.envs.reset()))
 
     def _obs_tensor(self, obs: Any) -> torch.Tensor:
         """Real observations as the model takes them: (N,) long cells or (N, obs_dim) float32."""
@@ -320,36 +302,25 @@ class ModelBasedAgent(Agent):
     def _act(self, random_phase: bool) -> np.ndarray:
         if random_phase:
             return self.np_rng.integers(0, self.policy.n_actions, size=self.config.n_envs) + self.action_start
-        features, _ = self.policy.obs_to_tensor(self.obs)
+        features, _ = self.policy.obs_to_tensor(self.envs.obs)
         with torch.no_grad():
             index = gumbel_max(self.policy(features), generator=self.generator, validate=False)
         return index.cpu().numpy().astype(np.int64) + self.action_start
 
     def _env_step(self, steps_so_far: int) -> int:
         """One vectorised real step: store the transitions (buffer and model), reset finished copies."""
-        actions = self._act(steps_so_far < self.config.learning_starts)
-        next_obs, rewards, terminated, truncated, _ = self.envs.step(actions)
-        done = np.logical_or(terminated, truncated)
-        index = actions - self.action_start
-        self.buffer.add(self.obs, index, rewards, next_obs, terminated, done)
+        t = self.envs.step(self._act(steps_so_far < self.config.learning_starts))
+        index = t.actions - self.action_start
+        self.buffer.add(t.obs, index, t.rewards, t.next_obs, t.terminated, t.done)
         self.model.add_transitions(
-            self._obs_tensor(self.obs),
+            self._obs_tensor(t.obs),
             torch.as_tensor(index, device=self.device),
-            torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=self.device),
-            self._obs_tensor(next_obs),
-            torch.as_tensor(np.asarray(terminated, dtype=np.float32), device=self.device),
+            torch.as_tensor(np.asarray(t.rewards, dtype=np.float32), device=self.device),
+            self._obs_tensor(t.next_obs),
+            torch.as_tensor(np.asarray(t.terminated, dtype=np.float32), device=self.device),
         )
-        self.episode_returns.add(rewards, done)
-        for i, a in enumerate(actions):
-            self.episode_actions[i].append(int(a))
-        if done.any():
-            for copy_index, seed in zip(np.flatnonzero(done), self._draw_seeds(int(done.sum())), strict=True):
-                self.episode_seeds[copy_index] = seed
-                self.episode_actions[copy_index] = []
-            reset_obs, _ = self.envs.reset(seed=list(self.episode_seeds), options={"reset_mask": done})
-            self.model.add_starts(self._obs_tensor(np.asarray(reset_obs)[done]))
-            next_obs = np.where(done.reshape(-1, *[1] * (np.ndim(next_obs) - 1)), reset_obs, next_obs)
-        self.obs = next_obs
+        if t.done.any():  # the finished copies' new episodes start where their reset put them
+            self.model.add_starts(self._obs_tensor(np.asarray(self.envs.obs)[t.done]))
         return self.config.n_envs
 
     # ---- learning ------------------------------------------------------------------------------------------
@@ -373,7 +344,7 @@ class ModelBasedAgent(Agent):
             self.imagination_seconds += time.perf_counter() - t0
         metrics["train/imagined_steps"] = float(self.imagined_steps)
         metrics["time/imagination_seconds"] = self.imagination_seconds
-        metrics.update(self.episode_returns.metrics())
+        metrics.update(self.envs.metrics())
         return steps, metrics
 
     def _fit_model(self) -> dict[str, torch.Tensor]:
@@ -465,10 +436,7 @@ class ModelBasedAgent(Agent):
             "generator": self.generator.get_state(),
             "imagined_steps": self.imagined_steps,
             "imagination_seconds": self.imagination_seconds,
-            "episode_seeds": list(self.episode_seeds),
-            "episode_actions": [list(a) for a in self.episode_actions],
-            "episode_returns": self.episode_returns.state_dict(),
-            "obs": torch.as_tensor(np.asarray(self.obs)),
+            "envs": self.envs.state_dict(),
         }
 
     def _load_training_state(self, state: dict[str, Any]) -> None:
@@ -482,28 +450,7 @@ class ModelBasedAgent(Agent):
         self.generator.set_state(state["generator"].cpu())
         self.imagined_steps = int(state["imagined_steps"])
         self.imagination_seconds = float(state["imagination_seconds"])
-        self.episode_returns.load_state_dict(state["episode_returns"])
-        self._replay_episodes(state["episode_seeds"], state["episode_actions"], state["obs"].cpu().numpy())
-
-    def _replay_episodes(self, seeds: list[int], actions: list[list[int]], expected_obs: np.ndarray) -> None:
-        """Restore each real env copy: reset with its episode seed, replay its actions (as ``CriticAgent``).
-
-        Raises:
-            ValueError: the replayed observations differ from the saved ones.
-        """
-        obs, _ = self.envs.reset(seed=list(seeds))
-        obs = np.array(obs, copy=True)
-        for i, env in enumerate(self.envs.envs):
-            for a in actions[i]:
-                obs[i], *_ = env.step(a)
-        if not np.array_equal(obs, expected_obs):
-            raise ValueError(
-                f"cannot resume {self.env_id!r} exactly: replaying the saved episode seeds and actions does not "
-                "reproduce the saved observations (is the environment deterministic given its seed?)"
-            )
-        self.episode_seeds = list(seeds)
-        self.episode_actions = [list(a) for a in actions]
-        self.obs = obs
+        self.envs.load_state_dict(state["envs"])  # raises ValueError if the replay does not reproduce them
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
@@ -514,9 +461,7 @@ class ModelBasedAgent(Agent):
 
     def close(self) -> None:
         """Close the real training environments (safe to call more than once)."""
-        if not self._closed:
-            self._closed = True
-            self.envs.close()
+        self.envs.close()
 
 
 for _name in MODEL_ESTIMATORS:

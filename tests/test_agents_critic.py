@@ -223,7 +223,7 @@ def test_learns_frozen_lake_without_twin() -> None:
     agent = make_agent("st-gumbel-critic", FROZEN_DET, seed=0, target_entropy=0.5, **hp)
     agent.learn(6_000, callback=StopTrainingOnSolved())
     assert agent.solved and agent.last_eval.mean == 1.0
-    assert agent.episode_returns.episodes > 100
+    assert agent.envs.returns.episodes > 100
 
 
 def _rollout(env_id: str, steps: int, n_envs: int = 1, seed: int = 0) -> CriticAgent:
@@ -265,7 +265,7 @@ def test_buffer_holds_real_transitions_terminated_vs_truncated() -> None:
         else:
             assert obs[t + 1] == nxt[t]  # same episode continues
     assert n_term >= 5 and n_trunc >= 5
-    assert agent.episode_returns.episodes == n_term + n_trunc + (1 if done[n - 1] or length + 1 == 32 else 0)
+    assert agent.envs.returns.episodes == n_term + n_trunc + (1 if done[n - 1] or length + 1 == 32 else 0)
 
 
 def test_buffer_cartpole_physics_two_envs() -> None:
@@ -273,7 +273,7 @@ def test_buffer_cartpole_physics_two_envs() -> None:
     done is its termination rule -- so no reset observation is ever stored as a successor."""
     agent = _rollout("CartPole-v1", 400, n_envs=2)
     buf = agent.buffer
-    assert buf.size == 400 and agent.episode_returns.episodes >= 10
+    assert buf.size == 400 and agent.envs.returns.episodes >= 10
     sim = gym.make("CartPole-v1").unwrapped
     sim.reset(seed=0)
     for i in range(buf.size):
@@ -282,7 +282,7 @@ def test_buffer_cartpole_physics_two_envs() -> None:
         np.testing.assert_allclose(buf.next_obs[i].numpy(), s2, rtol=1e-5, atol=1e-6)
         assert buf.terminated[i].item() == float(term)
     # Random play never reaches 500 steps: every episode ended by termination.
-    assert buf.terminated[: buf.size].sum().item() == agent.episode_returns.episodes
+    assert buf.terminated[: buf.size].sum().item() == agent.envs.returns.episodes
 
 
 def test_actor_gradient_only_through_action() -> None:
@@ -348,7 +348,7 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
     }
     full = make_agent("reinmax-critic", "CartPole-v1", seed=5, **hp).learn(600)
     part = make_agent("reinmax-critic", "CartPole-v1", seed=5, **hp).learn(300)
-    assert any(len(a) > 0 for a in part.episode_actions)  # mid-episode: the replay has work to do
+    assert any(len(a) > 0 for a in part.envs.episode_actions)  # mid-episode: the replay has work to do
     path = part.save(tmp_path / "ckpt.pt")
     resumed = Agent.load(path)
     assert isinstance(resumed, CriticAgent) and resumed.num_env_steps == 300
@@ -357,10 +357,10 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(_weights(resumed), _weights(full), strict=True))
     for key in ("obs", "action", "reward", "next_obs", "terminated", "done"):
         assert torch.equal(getattr(resumed.buffer, key), getattr(full.buffer, key)), key
-    assert np.array_equal(resumed.obs, full.obs)
+    assert np.array_equal(resumed.envs.obs, full.envs.obs)
     assert torch.equal(resumed.visits.counts, full.visits.counts) and full.visits.counts.sum() == 600
     assert torch.equal(resumed.visits.std, full.visits.std) and resumed.reward_scale == full.reward_scale == 1.0
-    a, b = resumed.episode_returns.state_dict(), full.episode_returns.state_dict()
+    a, b = resumed.envs.returns.state_dict(), full.envs.returns.state_dict()
     assert torch.equal(a["running"], b["running"]) and a["recent"] == b["recent"] and a["episodes"] == b["episodes"]
 
 
@@ -372,7 +372,7 @@ def test_metrics_named_with_prefixes_and_close_twice() -> None:
     train = {"train/critic_loss", "train/q_mean", "train/actor_loss", "train/entropy", "train/ent_coef", "train/tau"}
     assert train | {"rollout/ep_rew_mean", "rollout/episodes"} <= set(row)
     assert row["train/ent_coef"] == pytest.approx(0.2) and row["train/tau"] == 1.0
-    assert row["rollout/episodes"] == agent.episode_returns.episodes > 0
+    assert row["rollout/episodes"] == agent.envs.returns.episodes > 0
     assert 0 < row["train/entropy"] <= math.log(4) + 1e-6  # four actions
     assert all(not k.startswith("train/") or k == "train/tau" for k in agent.record[0])  # no update yet at step 2
     agent.close()  # already closed by the with block: a no-op
@@ -382,7 +382,7 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
     agent = make_agent("st-gumbel-critic", "CartPole-v1", seed=1, learning_starts=10**6, eval_every=10**6)
     agent.learn(30)
     state = agent._training_state()
-    state["episode_seeds"] = [s + 1 for s in state["episode_seeds"]]
+    state["envs"]["episode_seeds"] = [s + 1 for s in state["envs"]["episode_seeds"]]
     with pytest.raises(ValueError, match="cannot resume"):
         agent._load_training_state(state)
 

@@ -222,7 +222,7 @@ def test_resume_is_exact(method: str, env_id: str, tmp_path) -> None:
     assert _strip_wall(resumed.record) == _strip_wall(full.record)
     _assert_same_state(resumed, full)
     assert resumed.imagined_steps == full.imagined_steps
-    assert resumed.episode_returns.state_dict()["recent"] == full.episode_returns.state_dict()["recent"]
+    assert resumed.envs.returns.state_dict()["recent"] == full.envs.returns.state_dict()["recent"]
 
 
 @pytest.mark.parametrize(
