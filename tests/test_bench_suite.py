@@ -1,0 +1,196 @@
+"""bench/bench_suite.py's pure parts: the plan (methods, seeds, budgets, per-method overrides), the best baseline,
+the goal marks, imagined steps to solve and the tables. Nothing here trains."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench_suite.py"
+_spec = importlib.util.spec_from_file_location("bench_suite", _PATH)
+assert _spec is not None and _spec.loader is not None
+bs = importlib.util.module_from_spec(_spec)
+sys.modules["bench_suite"] = bs
+_spec.loader.exec_module(bs)
+
+SIX = ["st-gumbel-model", "st-gumbel-critic", "reinforce-model", "reinforce", "ppo", "dqn"]
+OTHERS = [f"{e}-{f}" for f in ("model", "critic") for e in ("relaxed", "argmax", "reinmax", "gumbel-rao")]
+
+
+def test_plan_covers_the_issue_suite():
+    items = bs.plan()
+    envs = list(dict.fromkeys(i.env_id for i in items))
+    assert envs == [
+        "CartPole-v1",
+        "Acrobot-v1",
+        "FrozenLake-v1",
+        "CliffWalking-v1",
+        "gumbel_rl/FourRooms-11x11-v0",
+        "gumbel_rl/Maze-16x16-v0",
+    ]
+    for env_id in envs:
+        methods = [i.method for i in items if i.env_id == env_id]
+        expected = SIX + OTHERS if env_id in ("CartPole-v1", "Acrobot-v1", "FrozenLake-v1") else SIX
+        assert methods == expected
+        budgets = {(i.budget, i.eval_every) for i in items if i.env_id == env_id}
+        assert budgets == {(bs.SUITE[env_id].steps, bs.SUITE[env_id].eval_every)}  # the same for every method
+    seeds = {(i.env_id, i.method): i.seeds for i in items}
+    assert seeds["CartPole-v1", "st-gumbel-model"] == tuple(range(10))
+    assert seeds["gumbel_rl/Maze-16x16-v0", "dqn"] == tuple(range(5))
+    assert seeds["FrozenLake-v1", "gumbel-rao-critic"] == (0, 1, 2)
+    # 6 envs x 6 methods + 3 envs x 8 others; runs: 6 x (10 + 5 x 5) + 3 x 8 x 3
+    assert len(items) == 36 + 24
+    assert sum(len(i.seeds) for i in items) == 6 * 35 + 72
+    assert [bs.SUITE[e].steps for e in envs] == [100_000, 100_000, 200_000, 104_000, 160_000, 448_000]
+
+
+def test_plan_overrides():
+    items = {(i.env_id, i.method): i for i in bs.plan()}
+    for env_id in bs.SUITE:
+        # REINFORCE never uses the twin; every method gets the env's evaluation period
+        assert items[env_id, "reinforce"].hyperparameters == {
+            "eval_every": bs.SUITE[env_id].eval_every,
+            "rollout": "gym",
+        }
+        assert items[env_id, "st-gumbel-model"].hyperparameters == {"eval_every": bs.SUITE[env_id].eval_every}
+    # CartPole: the zoo's DQN budget is 5e4, ours 1e5 -> epsilon decays over the same 8,000 env steps as in the zoo
+    dqn = items["CartPole-v1", "dqn"].hyperparameters
+    assert dqn["exploration_fraction"] == pytest.approx(0.08)
+    assert dqn["exploration_fraction"] * 100_000 == pytest.approx(0.16 * 50_000)
+    assert "exploration_fraction" not in items["Acrobot-v1", "dqn"].hyperparameters  # zoo budget = ours
+    assert bs.method_hyperparameters("dqn", "CartPole-v1", 1_000) == {"exploration_fraction": 1.0}  # capped
+
+
+def test_plan_filters_and_scale():
+    items = bs.plan(["ppo", "st-gumbel-critic"], ["FrozenLake-v1", "CartPole-v1"], max_seeds=1, budget_scale=0.02)
+    assert [(i.env_id, i.method, i.seeds, i.budget, i.eval_every) for i in items] == [
+        ("CartPole-v1", "st-gumbel-critic", (0,), 2_000, 250),
+        ("CartPole-v1", "ppo", (0,), 2_000, 250),
+        ("FrozenLake-v1", "st-gumbel-critic", (0,), 4_000, 500),
+        ("FrozenLake-v1", "ppo", (0,), 4_000, 500),
+    ]
+    assert bs.plan(["relaxed-model"], ["gumbel_rl/Maze-16x16-v0"]) == []  # the others skip the maps
+    assert [len(i.seeds) for i in bs.plan(None, ["CartPole-v1"], max_seeds=4)][:3] == [4, 4, 4]
+    assert items[0].out_dir("root") == Path("root/CartPole-v1/st-gumbel-critic")
+    assert bs.plan(["dqn"], ["gumbel_rl/Maze-16x16-v0"])[0].out_dir("r") == Path("r/gumbel_rl_Maze-16x16-v0/dqn")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": ["sac"]}, "unknown method 'sac'; valid: st-gumbel-model"),
+        ({"env_ids": ["Pong-v5"]}, "unknown env 'Pong-v5'; valid: CartPole-v1"),
+        ({"max_seeds": 0}, "max_seeds must be a positive integer, got 0"),
+        ({"budget_scale": 0.0}, "budget_scale must be a positive number, got 0.0"),
+        ({"budget_scale": math.nan}, "budget_scale must be a positive number"),
+    ],
+)
+def test_plan_refuses_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        bs.plan(**kwargs)
+
+
+def _row(method: str, seeds: int, solved: int, steps: float | None, wall: float | None, **extra: Any) -> dict:
+    return {
+        "method": method,
+        "env": "CartPole-v1",
+        "budget": 100_000,
+        "seeds": seeds,
+        "planned_seeds": bs.SEEDS[method],
+        "solved": solved,
+        "success_rate": solved / seeds,
+        "solve_env_steps_median": steps,
+        "solve_wall_s_median": wall,
+        "imagined_steps_median": extra.get("imagined"),
+        "has_model": method.endswith("-model"),
+        "final_return_iqm": 500.0,
+        "final_return_ci_low": 480.0,
+        "final_return_ci_high": 500.0,
+    }
+
+
+def _rows(*rows: dict) -> dict[str, dict]:
+    return {r["method"]: r for r in rows}
+
+
+def test_best_baseline():
+    rows = _rows(_row("ppo", 5, 5, 40_000.0, 30.0), _row("dqn", 5, 5, 30_000.0, 60.0))
+    assert bs.best_baseline(rows, "solve_env_steps_median") == "dqn"
+    assert bs.best_baseline(rows, "solve_wall_s_median") == "ppo"
+    rows = _rows(_row("ppo", 5, 1, None, None), _row("dqn", 5, 5, 90_000.0, 60.0))
+    assert bs.best_baseline(rows, "solve_env_steps_median") == "dqn"  # never solving (None) loses
+    rows = _rows(_row("ppo", 5, 1, None, None), _row("dqn", 5, 0, None, None))
+    assert bs.best_baseline(rows, "solve_env_steps_median") == "ppo"  # a tie: PPO
+    assert bs.best_baseline(_rows(_row("st-gumbel-model", 10, 10, 1.0, 1.0)), "solve_env_steps_median") is None
+
+
+def _marks(rows: dict, scaled: bool = False) -> list[str]:
+    return [g.mark for g in bs.goals(rows, scaled)]
+
+
+def test_goals_marked():
+    base = [_row("ppo", 5, 5, 40_000.0, 30.0), _row("dqn", 5, 5, 30_000.0, 20.0)]
+    good = _rows(*base, _row("st-gumbel-model", 10, 9, 15_000.0, 40.0), _row("st-gumbel-critic", 5, 4, 50_000.0, 41.0))
+    assert _marks(good) == ["met", "met", "met", "not met"]  # 40 <= 2 x 20; 41 > 40
+    details = [g.detail for g in bs.goals(good)]
+    assert details[0] == "9/10 solved, 15,000 vs dqn 30,000 (0.50)"
+    assert details[3] == "41 s vs dqn 20 s (2.05)"
+    bad = _rows(*base, _row("st-gumbel-model", 10, 8, 15_000.0, 40.0), _row("st-gumbel-critic", 5, 3, 50_000.0, 41.0))
+    assert _marks(bad)[:2] == ["not met", "not met"]  # 8/10 and 3/5 seeds
+    slow = _rows(*base, _row("st-gumbel-model", 10, 10, 15_001.0, None), _row("st-gumbel-critic", 5, 5, 1.0, 1.0))
+    assert _marks(slow) == ["not met", "met", "not met", "met"]  # just over half; never solving in median
+    # baselines that never solve in median: any finite median beats them
+    never = [_row("ppo", 5, 2, None, None), _row("dqn", 5, 0, None, None)]
+    rows = _rows(*never, _row("st-gumbel-model", 10, 10, 9e4, 99.0), _row("st-gumbel-critic", 5, 4, 9e4, 99.0))
+    assert _marks(rows) == ["met", "met", "met", "met"]
+
+
+def test_goals_not_measured():
+    base = [_row("ppo", 5, 5, 40_000.0, 30.0), _row("dqn", 5, 5, 30_000.0, 20.0)]
+    partial = _rows(*base, _row("st-gumbel-model", 3, 3, 1.0, 1.0))
+    goals = bs.goals(partial)
+    assert [g.mark for g in goals] == ["not measured"] * 4
+    assert goals[0].detail == "3/10 st-gumbel-model seeds finished"
+    assert goals[1].detail == "0/5 st-gumbel-critic seeds finished"
+    full = _rows(*base, _row("st-gumbel-model", 10, 10, 1.0, 1.0), _row("st-gumbel-critic", 5, 5, 1.0, 1.0))
+    assert _marks(full, scaled=True) == ["not measured"] * 4
+    no_base = _rows(_row("st-gumbel-model", 10, 10, 1.0, 1.0), _row("st-gumbel-critic", 5, 5, 1.0, 1.0))
+    assert {g.detail for g in bs.goals(no_base)} == {"no SB3 baseline finished"}
+
+
+def test_imagined_steps_to_solve():
+    record = [
+        {"time/total_timesteps": 1_000, "train/imagined_steps": 0.0},
+        {"time/total_timesteps": 2_000, "train/imagined_steps": 512.0},
+        {"time/total_timesteps": 3_000, "train/imagined_steps": 1_024.0},
+    ]
+    assert bs.imagined_steps_to_solve(record, {"solved": True, "solve_env_steps": 2_000}) == 512.0
+    assert bs.imagined_steps_to_solve(record, {"solved": True, "solve_env_steps": 2_500}) == 512.0
+    assert bs.imagined_steps_to_solve(record, {"solved": False, "solve_env_steps": None}) == math.inf
+    assert bs.imagined_steps_to_solve([{"time/total_timesteps": 5}], {"solved": True, "solve_env_steps": 5}) is None
+
+
+def test_env_markdown():
+    rows = _rows(
+        _row("st-gumbel-model", 10, 10, 15_000.0, 40.0, imagined=1_234_567.0),
+        _row("st-gumbel-critic", 4, 4, 50_000.0, 41.0),
+        _row("ppo", 5, 5, 40_000.0, 30.0),
+        _row("dqn", 5, 5, 30_000.0, 20.0),
+    )
+    text = bs.env_markdown("CartPole-v1", rows)
+    lines = text.splitlines()
+    assert lines[0] == (
+        "**CartPole-v1** (threshold 475.0; budget 100,000 real env steps; best SB3 baseline by steps: dqn, "
+        "by seconds: dqn)"
+    )
+    assert lines[4] == "| st-gumbel-model | 10/10 | 15,000 | 0.50 | 40 | 2.00 | 1,234,567 | 500 [480, 500] |"
+    assert lines[5] == "| st-gumbel-critic | 4/4 (of 5) | 50,000 | 1.67 | 41 | 2.05 | n/a | 500 [480, 500] |"
+    assert lines[7] == "| dqn | 5/5 | 30,000 | 1.00 | 20 | 1.00 | n/a | 500 [480, 500] |"
+    assert "- st-gumbel-model solves on >= 9/10 seeds, median real steps <= 0.5x best SB3: **met**" in text
+    assert "- st-gumbel-critic solves on >= 4/5 seeds within the budget: **not measured**" in text
+    assert bs.report(list(rows.values())) == text
