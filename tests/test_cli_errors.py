@@ -83,3 +83,15 @@ def test_bad_input_is_one_line_with_exit_2_and_no_traceback(name, outcomes):
     assert expected in proc.stderr, proc.stderr
     out = tmp / name.replace(" ", "_")
     assert not out.exists() or not any(p.name != ".lock" for p in out.iterdir())  # nothing written
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_no_traceback():
+    """`train.py hyperparameters M | head -1`: the closed pipe ends the program quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "hyperparameters", "st-gumbel-critic"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader goes away before the listing is written out (the import alone takes seconds)
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
