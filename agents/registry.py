@@ -5,6 +5,10 @@ Method names:
   twin of the environment (``envs.make_differentiable``); the estimator is the only difference between them.
 - ``<estimator>-critic`` (e.g. ``st-gumbel-critic``): pathwise gradients through a learned critic Q(s, a); works on
   any Gymnasium environment with a ``Discrete`` action space.
+- ``<estimator>-model`` (e.g. ``st-gumbel-model``) and ``reinforce-model``: the policy trained in imagination
+  through a learned differentiable model of the environment (``agents.world_model``) by the same SHAC window as the
+  twin methods (or by the score function); works on any ``Discrete``-action env with ``Box`` or ``Discrete``
+  observations.
 - ``reinforce``: score-function policy gradient with a learned value baseline.
 - ``ppo``, ``a2c``, ``dqn``: Stable-Baselines3's agents.
 
