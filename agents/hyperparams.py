@@ -22,6 +22,24 @@ from typing import Any
 from agents.base import Config
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS
 
+# PPO and DQN on small maps with Discrete observations (our gridworlds; FrozenLake-v1 and CliffWalking-v1, which the zoo
+# lacks): small buffer, frequent target updates, long exploration, so that they learn in seconds.
+_PPO_SMALL_GRID: dict[str, Any] = {"n_envs": 8, "n_steps": 32, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3}
+_DQN_SMALL_GRID: dict[str, Any] = {
+    "n_envs": 4,
+    "gamma": 0.95,
+    "learning_rate": 1e-3,
+    "buffer_size": 10_000,
+    "learning_starts": 256,
+    "batch_size": 64,
+    "train_freq": 4,
+    "gradient_steps": 4,
+    "target_update_interval": 16,
+    "exploration_fraction": 0.3,
+    "exploration_final_eps": 0.05,
+    "record_every": 256,
+}
+
 # family -> env family ("*" for all) -> hyperparameters
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # Pathwise through the twin (agents/pathwise.py), SHAC-style. "*" is PathwiseConfig's own defaults.
@@ -91,14 +109,14 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "clip_range": 0.2,
             "clip_range_schedule": "linear",
         },
-        "gridworld": {"n_envs": 8, "n_steps": 32, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3},
+        "gridworld": _PPO_SMALL_GRID,
         # rl-baselines3-zoo hyperparams/ppo.yml, Acrobot-v1 (budget 1e6): the zoo also sets `normalize: true`
         # (VecNormalize of observations and rewards), which our SB3 wrapper does not offer, so it runs without it.
         "Acrobot-v1": {"n_envs": 16, "n_steps": 256, "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0},
         # Not in the zoo: our gridworld settings (FrozenLake and CliffWalking are small maps with Discrete
         # observations, like the gumbel_rl/ suite, where these learn in seconds).
-        "FrozenLake-v1": {"n_envs": 8, "n_steps": 32, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3},
-        "CliffWalking-v1": {"n_envs": 8, "n_steps": 32, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3},
+        "FrozenLake-v1": _PPO_SMALL_GRID,
+        "CliffWalking-v1": _PPO_SMALL_GRID,
     },
     # rl-baselines3-zoo hyperparams/a2c.yml: CartPole-v1 (5e5), Acrobot-v1 (5e5; the zoo's `normalize: true` is
     # not offered by our SB3 wrapper, so it runs without it).
@@ -123,20 +141,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "exploration_final_eps": 0.04,
             "net_arch": (256, 256),
         },
-        "gridworld": {
-            "n_envs": 4,
-            "gamma": 0.95,
-            "learning_rate": 1e-3,
-            "buffer_size": 10_000,
-            "learning_starts": 256,
-            "batch_size": 64,
-            "train_freq": 4,
-            "gradient_steps": 4,
-            "target_update_interval": 16,
-            "exploration_fraction": 0.3,
-            "exploration_final_eps": 0.05,
-            "record_every": 256,
-        },
+        "gridworld": _DQN_SMALL_GRID,
         # rl-baselines3-zoo hyperparams/dqn.yml, Acrobot-v1 ("Tuned", budget 1e5). The zoo's gradient_steps -1 means
         # "as many as env steps collected", train_freq 4 x 1 env = 4 here; policy_kwargs net_arch [256, 256].
         "Acrobot-v1": {
@@ -154,34 +159,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         },
         # Not in the zoo: our gridworld settings (small Discrete-observation maps), gamma 0.99 on FrozenLake (its
         # only reward is the goal's, and slipping makes the safe path long).
-        "FrozenLake-v1": {
-            "n_envs": 4,
-            "gamma": 0.99,
-            "learning_rate": 1e-3,
-            "buffer_size": 10_000,
-            "learning_starts": 256,
-            "batch_size": 64,
-            "train_freq": 4,
-            "gradient_steps": 4,
-            "target_update_interval": 16,
-            "exploration_fraction": 0.3,
-            "exploration_final_eps": 0.05,
-            "record_every": 256,
-        },
-        "CliffWalking-v1": {
-            "n_envs": 4,
-            "gamma": 0.95,
-            "learning_rate": 1e-3,
-            "buffer_size": 10_000,
-            "learning_starts": 256,
-            "batch_size": 64,
-            "train_freq": 4,
-            "gradient_steps": 4,
-            "target_update_interval": 16,
-            "exploration_fraction": 0.3,
-            "exploration_final_eps": 0.05,
-            "record_every": 256,
-        },
+        "FrozenLake-v1": {**_DQN_SMALL_GRID, "gamma": 0.99},
+        "CliffWalking-v1": _DQN_SMALL_GRID,
     },
 }
 
