@@ -163,11 +163,17 @@ def _perturb(logits: torch.Tensor, generator: torch.Generator | None) -> torch.T
     return _upcast(logits) - log_neg_log_u
 
 
-def _validate_row_max(row_max: torch.Tensor, logits: torch.Tensor) -> float:
-    """The largest ``|row_max|`` (host float) after checking that every row maximum is finite.
+def _validate_row_max(row_max: torch.Tensor, logits: torch.Tensor, need_peak: bool = True) -> float | None:
+    """Check that every row maximum is finite; return the largest ``|row_max|`` (host float) when ``need_peak``.
 
-    One reduction and one host read (``amax`` propagates NaN); only a non-finite value runs the exact diagnosis.
+    One reduction and one host read (``amax`` and ``sum`` propagate NaN and inf); only a non-finite value runs the
+    exact diagnosis. Without ``need_peak`` the reduction is a plain sum (one kernel fewer: at batch 1 the per-call
+    cost is what counts); a sum that overflows on finite maxima only costs that exact check.
     """
+    if not need_peak:
+        if not math.isfinite(row_max.sum().item()):
+            _check_row_max(row_max, logits)
+        return None
     peak = row_max.abs().amax().item()
     if not math.isfinite(peak):
         _check_row_max(row_max, logits)
@@ -292,7 +298,10 @@ def gumbel_softmax(
     tau = float(tau)
     z = _perturb(logits, generator)
     row_max, index = z.detach().max(dim=dim, keepdim=True)
-    peak = _validate_row_max(row_max, logits) if validate else None
+    # The peak only decides how _scaled divides by tau < 1; a hard sample without a gradient never divides.
+    needs_grad = torch.is_grad_enabled() and logits.requires_grad
+    need_peak = tau < 1.0 and (needs_grad or not hard)
+    peak = _validate_row_max(row_max, logits, need_peak) if validate else None
     if hard:
         return _straight_through(z, index, tau, dim, row_max, peak, out_dtype=logits.dtype)
     y = torch.softmax(_scaled(z, row_max, tau, peak), dim=dim)
