@@ -29,13 +29,23 @@ discrete actions). One iteration (Dreamer / MBPO style):
      ``G_t = r~_t + gamma c_t ((1 - lambda) V(s_{t+1}) + lambda G_{t+1})`` (:func:`imagination_lambda_returns`,
      ``agents.returns.lambda_returns`` with a soft continuation), weighted by ``w_t``.
 
-Where it fails (generic defaults, seed 0). On ``gumbel_rl/FourRooms-11x11-v0`` the pathwise actor's entropy falls
-to ~0.01 within 3k real steps and the greedy policy never reaches the goal in 20k, although training episodes did
-reach it early; ``reinforce-model`` with the same model, critic and bonus solves it in 9k. With a table critic the
-one-step pathwise gradient is the exact ``Q(s, b)`` of every action, so the policy follows the (optimistic) values
-greedily and its softmax saturates before the bonus has dried up, after which no estimator's gradient can move it.
-Tried without success: ``ent_coef`` 0.03 (still collapses) and 0.1 (stays near uniform; greedy 0.818 at 11k, just
-under the 0.821 threshold), a 10x larger bonus, and dividing ``J`` by DreamerV3's return scale.
+Entropy and exploration, one generic setting (measured with ``st-gumbel-model``, seed 0):
+
+- The entropy weight ``alpha`` is learned (``ent_coef="auto"``, SAC's ``agents.critic.temperature_loss``) so that
+  the imagined policy's entropy tracks ``target_entropy * log(n)``; ``reinforce-model`` uses the same weight. With
+  a fixed weight the pathwise actor collapsed on ``gumbel_rl/FourRooms-11x11-v0``: with a table critic the
+  one-step pathwise gradient is the exact ``Q(s, b)`` of every action, so the policy followed the (optimistic)
+  values greedily, its entropy fell to ~0.01 within 3k real steps, and at a saturated softmax no estimator's
+  gradient could move it again (0.01: greedy never reached the goal in 20k; 0.03: collapsed too; 0.1: near
+  uniform, greedy 0.818 at 11k, under the 0.821 threshold). A fixed weight means something else on every reward
+  scale and at every stage of learning; a target entropy means the same everywhere.
+- The exploration bonus is weighted in reward units (``model_bonus`` times the RMS of the random phase's
+  rewards), as the critic family normalises its rewards. A bonus that is large against the rewards competes with
+  the goal: reaching a goal ends the episode and with it the stream of bonuses, so the imagined optimum avoids the
+  goal (learned alpha, bonus weight 0.1 raw = 10 step costs: FourRooms greedy -0.8 for 15k steps and training
+  episodes stopped reaching the goal; 0.01 raw: FourRooms solved at 4k, Maze-16x16 unsolved in 15k; 0: FourRooms
+  at 2k, Maze at 10.5k). The default 0.1 reward units is 0.001 on the gridworlds' -0.01 step cost, and unchanged
+  (0.1) on CartPole's +1.
 
 Counting stays honest: ``time/total_timesteps`` counts real environment steps only; imagined steps are reported as
 ``train/imagined_steps`` (cumulative) and the seconds spent fitting the model and imagining as
@@ -48,6 +58,7 @@ checkpoint also holds the model, the critic, the optimisers, the replay buffer a
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +69,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent, Config, check_choice, check_fraction, check_layers, check_positive
+from agents.critic import initial_alpha, reward_scale, temperature_loss
 from agents.pathwise import shac_actor_loss, shac_window, value
 from agents.real_envs import SeededVectorEnv
 from agents.registry import register_method
@@ -100,8 +112,9 @@ class ModelConfig(Config):
     model_prior: float = 0.1
     """Dirichlet pseudo-count of the categorical model on "stay put" for an untried (cell, action) pair."""
     model_bonus: float = 0.1
-    """Weight of the exploration bonus in the imagined reward: the count bonus ``1 / sqrt(N(s, a) + 1)`` of the
-    categorical model, the ensemble's disagreement for ``Box`` observations. 0 turns exploration off."""
+    """Weight of the exploration bonus in the imagined reward, in reward units (the RMS of the random phase's
+    rewards, so that it means the same on a -0.01 and a -1 step cost): the count bonus ``1 / sqrt(N(s, a) + 1)`` of
+    the categorical model, the ensemble's disagreement for ``Box`` observations. 0 turns exploration off."""
     imagined_envs: int = 64
     """Imagined rollouts per actor update, started from replayed real observations."""
     imagination_horizon: int = 16
@@ -129,8 +142,15 @@ class ModelConfig(Config):
     action's next-cell distribution) would not be the difference of expected values."""
     critic_epochs: int = 4
     """Adam steps of the critic on each imagined window (full batch, the same targets)."""
-    ent_coef: float = 0.01
-    """Weight of the policy entropy bonus in the actor loss."""
+    ent_coef: float | str = "auto"
+    """Weight ``alpha`` of the policy's entropy in the actor loss (pathwise and score function alike): a number
+    >= 0 (fixed; 0: none), ``"auto"`` (learned so that the imagined entropy tracks ``target_entropy``, starting at
+    ``alpha = 0.1``; ``agents.critic.temperature_loss``) or ``"auto_<initial alpha>"``. A fixed weight collapsed
+    FourRooms (see the module docstring)."""
+    target_entropy: float = 0.5
+    """Entropy the learned ``alpha`` aims at, as a fraction of ``log(n_actions)`` (the uniform policy's)."""
+    ent_coef_learning_rate: float = 1e-2
+    """Adam learning rate of ``log(alpha)`` when ``ent_coef`` is learned."""
     max_grad_norm: float = 1.0
     """Clip the policy's and the critic's gradient to this global L2 norm."""
     tau: Any = 1.0
@@ -155,8 +175,13 @@ class ModelConfig(Config):
         check_choice("model_activation", self.model_activation, ACTIVATIONS)
         for name in ("model_learning_rate", "model_prior", "learning_rate", "critic_learning_rate", "max_grad_norm"):
             check_positive(name, getattr(self, name))
-        for name in ("model_bonus", "ent_coef"):
-            check_positive(name, getattr(self, name), allow_zero=True)
+        check_positive("model_bonus", self.model_bonus, allow_zero=True)
+        check_positive("ent_coef_learning_rate", self.ent_coef_learning_rate)
+        check_fraction("target_entropy", self.target_entropy)
+        try:
+            initial_alpha(self.ent_coef)
+        except ValueError as exc:
+            raise ValueError(f"hyperparameter ent_coef: {exc}") from None
         check_fraction("gamma", self.gamma, closed_high=False)
         check_fraction("gae_lambda", self.gae_lambda)
         try:
@@ -287,6 +312,14 @@ class ModelBasedAgent(Agent):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.eye = torch.eye(n_act, device=self.device)
+        alpha, self.learn_alpha = initial_alpha(cfg.ent_coef)
+        self.log_alpha = torch.tensor(math.log(alpha) if alpha > 0 else -math.inf, device=self.device)
+        self.target_entropy = cfg.target_entropy * math.log(n_act)
+        self.alpha_opt: torch.optim.Adam | None = None
+        if self.learn_alpha:
+            self.log_alpha.requires_grad_(True)
+            self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.ent_coef_learning_rate)
+        self.reward_unit = 0.0  # set when learning starts (0: not yet)
         self.imagined_steps = 0
         self.imagination_seconds = 0.0
         self.model.add_starts(self._obs_tensor(self.envs.reset()))
@@ -334,6 +367,8 @@ class ModelBasedAgent(Agent):
         self.policy.tau.fill_(tau)
         metrics: dict[str, float] = {"train/tau": tau}
         if total >= cfg.learning_starts:
+            if self.reward_unit == 0.0:
+                self._set_reward_unit(1.0 / reward_scale(self.buffer.reward[: self.buffer.size]))
             t0 = time.perf_counter()
             stats = self._fit_model()
             for _ in range(cfg.gradient_steps):
@@ -346,6 +381,12 @@ class ModelBasedAgent(Agent):
         metrics["time/imagination_seconds"] = self.imagination_seconds
         metrics.update(self.envs.metrics())
         return steps, metrics
+
+    def _set_reward_unit(self, unit: float) -> None:
+        """Fix the reward unit (the RMS of the random phase's rewards, 1.0 if they were all 0) and express the
+        exploration bonus in it: ``bonus_coef = model_bonus * unit``."""
+        self.reward_unit = unit
+        self.model.bonus_coef = self.config.model_bonus * unit
 
     def _fit_model(self) -> dict[str, torch.Tensor]:
         """``model_gradient_steps`` Adam steps of the ensemble, each member on its own random minibatch."""
@@ -384,8 +425,9 @@ class ModelBasedAgent(Agent):
             estimator=self.estimator,
             generator=self.generator,
         )
+        alpha = float(self.log_alpha.detach().exp())
         if self.pathwise:
-            window = shac_window(self.policy, self.model, state, self.critic, entropy_grad=cfg.ent_coef > 0, **kw)
+            window = shac_window(self.policy, self.model, state, self.critic, entropy_grad=alpha > 0, **kw)
         else:
             with torch.no_grad():
                 window = shac_window(self.policy, self.model, state, self.critic, **kw)
@@ -395,17 +437,22 @@ class ModelBasedAgent(Agent):
         )
         weights = continuation_weights(window.continuation)
         if self.pathwise:
-            actor_loss = shac_actor_loss(window, cfg.imagination_horizon, cfg.ent_coef)
+            actor_loss = shac_actor_loss(window, cfg.imagination_horizon, alpha)
         else:
             with torch.no_grad():
                 values = value(self.critic, window.observations)
             advantages = normalised_advantages(targets, values)
             logits = self.policy(window.observations)
-            actor_loss = reinforce_imagination_loss(logits, window.actions, advantages, weights, cfg.ent_coef)
+            actor_loss = reinforce_imagination_loss(logits, window.actions, advantages, weights, alpha)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(self.policy.parameters()))
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
         self.actor_opt.step()
+        entropy = window.entropy.detach() / cfg.imagination_horizon  # mean over the window's steps and rollouts
+        if self.alpha_opt is not None:
+            self.alpha_opt.zero_grad(set_to_none=True)
+            temperature_loss(self.log_alpha, entropy, self.target_entropy).backward()
+            self.alpha_opt.step()
 
         obs, targets, weights = window.observations.flatten(0, 1), targets.flatten(), weights.flatten()
         for _ in range(cfg.critic_epochs):
@@ -419,7 +466,8 @@ class ModelBasedAgent(Agent):
             "train/actor_loss": actor_loss.detach(),
             "train/critic_loss": loss_v.detach(),
             "train/grad_norm": grad_norm,
-            "train/entropy": window.entropy / cfg.imagination_horizon,
+            "train/entropy": entropy,
+            "train/ent_coef": torch.tensor(alpha),
             "train/imagined_reward": window.env_rewards.mean(),
             "train/continuation": window.continuation.mean(),
         }
@@ -434,6 +482,9 @@ class ModelBasedAgent(Agent):
             "critic_opt": self.critic_opt.state_dict(),
             "buffer": self.buffer.state_dict(),
             "generator": self.generator.get_state(),
+            "log_alpha": self.log_alpha.detach(),
+            "alpha_opt": self.alpha_opt.state_dict() if self.alpha_opt is not None else {},
+            "reward_unit": self.reward_unit,
             "imagined_steps": self.imagined_steps,
             "imagination_seconds": self.imagination_seconds,
             "envs": self.envs.state_dict(),
@@ -448,6 +499,12 @@ class ModelBasedAgent(Agent):
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.buffer.load_state_dict(state["buffer"])
         self.generator.set_state(state["generator"].cpu())
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        if self.alpha_opt is not None:
+            self.alpha_opt.load_state_dict(state["alpha_opt"])
+        if float(state["reward_unit"]) > 0:
+            self._set_reward_unit(float(state["reward_unit"]))
         self.imagined_steps = int(state["imagined_steps"])
         self.imagination_seconds = float(state["imagination_seconds"])
         self.envs.load_state_dict(state["envs"])  # raises ValueError if the replay does not reproduce them

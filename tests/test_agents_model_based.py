@@ -167,13 +167,36 @@ def test_the_model_follows_the_observation_space() -> None:
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_each_method_solves_empty_room(method: str) -> None:
     """With the generic defaults (nothing tuned for the map), every method reaches the 100-episode threshold of
-    EmptyRoom-5x5 within 6,000 real env steps (seed 0: gumbel-rao 516, reinforce 260, relaxed, st-gumbel and
-    reinmax 772, argmax 1,284)."""
+    EmptyRoom-5x5 within 6,000 real env steps (seed 0, measured before the learned entropy weight: gumbel-rao 516,
+    reinforce 260, relaxed, st-gumbel and reinmax 772, argmax 1,284)."""
     agent = agents.make_agent(method, EMPTY, seed=0, eval_every=256)
     agent.learn(6_000, callback=StopTrainingOnSolved())
     assert agent.solved, (method, agent.record[-1])
     assert agent.evaluate(episodes=10, seed=123).mean == pytest.approx(0.92, abs=1e-6)
     agent.close()
+
+
+def test_learned_entropy_weight_and_reward_unit() -> None:
+    """``ent_coef="auto"``: alpha starts at 0.1 and moves by SAC's temperature loss towards the target entropy
+    (``target_entropy * log n``); a fixed number stays fixed. The bonus weight is ``model_bonus`` times the RMS of
+    the random phase's rewards (EmptyRoom: -0.01 per step, so 0.1 * 0.01)."""
+    kw = dict(learning_starts=40, imagined_envs=16, eval_every=10**6)
+    a = agents.make_agent("st-gumbel-model", EMPTY, seed=0, **kw).learn(200)
+    assert a.learn_alpha and a.target_entropy == pytest.approx(0.5 * math.log(4))
+    alphas = [row["train/ent_coef"] for row in a.record if "train/ent_coef" in row]
+    assert alphas[0] == pytest.approx(0.1) and alphas[-1] != pytest.approx(0.1)
+    entropy = [row["train/entropy"] for row in a.record if "train/entropy" in row]
+    # Adam's first steps move log(alpha) by about the learning rate, against the sign of H - target.
+    step = math.log(alphas[1] / alphas[0])
+    assert step == pytest.approx(-0.01 * math.copysign(1, entropy[0] - a.target_entropy), rel=1e-4)
+    assert a.reward_unit == pytest.approx(a.buffer.reward[:40].pow(2).mean().sqrt().item())
+    assert a.reward_unit == pytest.approx(0.01) and a.model.bonus_coef == pytest.approx(0.1 * 0.01)
+    a.close()
+    b = agents.make_agent("reinforce-model", EMPTY, seed=0, ent_coef=0.02, **kw).learn(120)
+    assert not b.learn_alpha and b.alpha_opt is None
+    fixed = [row["train/ent_coef"] for row in b.record if "train/ent_coef" in row]
+    assert fixed and all(x == pytest.approx(0.02) for x in fixed)
+    b.close()
 
 
 def test_counting_is_honest() -> None:
@@ -242,6 +265,10 @@ def test_resume_is_exact(method: str, env_id: str, tmp_path) -> None:
         ({"tau": "hot"}, "tau"),
         ({"critic_arch": (64, 0)}, "critic_arch"),
         ({"horizon": 16}, "horizon"),
+        ({"ent_coef": "autox"}, "ent_coef"),
+        ({"ent_coef": -0.1}, "ent_coef"),
+        ({"target_entropy": 1.5}, "target_entropy"),
+        ({"ent_coef_learning_rate": 0.0}, "ent_coef_learning_rate"),
     ],
 )
 def test_bad_hyperparameters_are_refused_by_name(hp: dict, name: str) -> None:
