@@ -83,8 +83,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # Measured with st-gumbel-critic, greedy return over 10 episodes (see agents/critic.py's docstring).
     "critic": {"*": {}},
     # Model-based (agents/model_based.py): ONE generic set for every env, ModelConfig's own defaults (issue 12 item 3:
-    # no per-id entries for the development suite). Measured with them: EmptyRoom seed 0 772 real steps; CartPole-v1
-    # seeds 0-2 2,004 / 18,004 / 14,004; FrozenLake seed 0 13,004 (see docs/benchmarks.md for the suite).
+    # no per-id entries for the development suite). Measured with them (bench/bench_suite.py, median real env steps
+    # to solve): CartPole-v1 4,100 (9 of 10 seeds), FourRooms 2,308 (10/10), Acrobot-v1 4,100 and Maze 7,172 (3/3
+    # seeds run); see docs/benchmarks.md.
     "model": {"*": {}},
     # REINFORCE with a value baseline (agents/reinforce.py): tuned on CartPole-v1 and EmptyRoom-5x5, seeds 0-3.
     "reinforce": {
