@@ -221,6 +221,22 @@ class Agent(ABC):
         self.policy: GumbelPolicy
         self._setup()
 
+    def _make_policy(
+        self, obs_space: Any, act_space: Any, estimator: str, tau: float = 1.0, gumbel_k: int = 10
+    ) -> GumbelPolicy:
+        """The policy network of the config's ``net_arch`` and ``activation`` for these spaces, acting with
+        ``estimator`` at temperature ``tau`` (``gumbel_k`` draws for gumbel-rao), on the agent's device."""
+        policy = GumbelPolicy(
+            obs_space,
+            act_space,
+            net_arch=self.config.net_arch,
+            activation=self.config.activation,
+            estimator=estimator,
+            tau=tau,
+            k=gumbel_k,
+        )
+        return policy.to(self.device)
+
     def set_logger(self, logger: Logger) -> None:
         """Write every record row to ``logger`` (an SB3 ``Logger``: ``stable_baselines3.common.logger.configure``)."""
         self.logger = logger

@@ -68,7 +68,7 @@ from agents.registry import register_method
 from agents.replay import ReplayBuffer
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator, sample_action
 from gumbel_rl.gumbel import gumbel_max
-from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy
+from gumbel_rl.policy import ACTIVATIONS
 from gumbel_rl.schedules import make_schedule
 
 CRITIC_SUFFIX = "-critic"
@@ -411,15 +411,7 @@ class CriticAgent(Agent):
         self.envs = SeededVectorEnv(self.env_id, cfg.n_envs, self.np_rng)
         obs_space, act_space = self.envs.observation_space, self.envs.action_space
         self.action_start = self.envs.action_start
-        self.policy = GumbelPolicy(
-            obs_space,
-            act_space,
-            net_arch=cfg.net_arch,
-            activation=cfg.activation,
-            estimator=self.estimator,
-            tau=self.schedule(0),
-            k=cfg.gumbel_k,
-        ).to(self.device)
+        self.policy = self._make_policy(obs_space, act_space, self.estimator, self.schedule(0), cfg.gumbel_k)
         n_act = self.policy.n_actions
         self.critic = EnsembleQ(
             self.policy.obs_dim, n_act, cfg.critic_arch, cfg.critic_activation, head=cfg.critic_head

@@ -82,7 +82,7 @@ from agents.replay import ReplayBuffer
 from agents.world_model import CountModel, EnsembleModel, ensemble_model_loss
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 from gumbel_rl.gumbel import gumbel_max
-from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy, mlp
+from gumbel_rl.policy import ACTIVATIONS, mlp
 from gumbel_rl.schedules import make_schedule
 
 MODEL_SUFFIX = "-model"
@@ -286,15 +286,7 @@ class ModelBasedAgent(Agent):
         self.envs = SeededVectorEnv(self.env_id, cfg.n_envs, self.np_rng)
         obs_space, act_space = self.envs.observation_space, self.envs.action_space
         self.action_start = self.envs.action_start
-        self.policy = GumbelPolicy(
-            obs_space,
-            act_space,
-            net_arch=cfg.net_arch,
-            activation=cfg.activation,
-            estimator=self.estimator,
-            tau=self.schedule(0),
-            k=cfg.gumbel_k,
-        ).to(self.device)
+        self.policy = self._make_policy(obs_space, act_space, self.estimator, self.schedule(0), cfg.gumbel_k)
         n_act, obs_dim = self.policy.n_actions, self.policy.obs_dim
         self.discrete = isinstance(obs_space, gym.spaces.Discrete)
         self.obs_start = int(obs_space.start) if self.discrete else 0

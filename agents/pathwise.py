@@ -309,15 +309,7 @@ class PathwiseAgent(Agent):
             obs_space, act_space = env.observation_space, env.action_space
         finally:
             env.close()
-        self.policy = GumbelPolicy(
-            obs_space,
-            act_space,
-            net_arch=cfg.net_arch,
-            activation=cfg.activation,
-            estimator=self.estimator,
-            tau=self.schedule(0),
-            k=cfg.gumbel_k,
-        ).to(self.device)
+        self.policy = self._make_policy(obs_space, act_space, self.estimator, self.schedule(0), cfg.gumbel_k)
         if self.policy.obs_dim != self.twin.obs_dim or self.policy.n_actions != self.twin.n_actions:
             raise ValueError(f"the twin of {self.env_id!r} does not match the env's spaces")  # a bug, not user input
         # With no hidden layer the critic is a table of values over one-hot states: start it at zero everywhere.

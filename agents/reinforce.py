@@ -61,7 +61,7 @@ from agents.registry import register_method
 from agents.returns import lambda_returns
 from envs import DifferentiableEnv
 from gumbel_rl.estimators import Estimator, sample_action
-from gumbel_rl.policy import GumbelPolicy, mlp
+from gumbel_rl.policy import mlp
 
 ROLLOUTS = ("auto", "twin", "gym")
 
@@ -231,9 +231,7 @@ class ReinforceAgent(Agent):
         probe = gym.make(self.env_id)
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
-        self.policy = GumbelPolicy(
-            obs_space, act_space, net_arch=cfg.net_arch, activation=cfg.activation, estimator=Estimator.REINFORCE.value
-        ).to(self.device)
+        self.policy = self._make_policy(obs_space, act_space, Estimator.REINFORCE.value)
         self.value_net = mlp(self.policy.obs_dim, cfg.net_arch, 1, cfg.activation, out_gain=1.0).to(self.device)
         self.optimizer = torch.optim.Adam(
             [*self.policy.parameters(), *self.value_net.parameters()], lr=cfg.learning_rate
