@@ -8,10 +8,12 @@ from envs.differentiable import DifferentiableEnv, differentiable_ids, make_diff
 from envs.gridworld import GridWorld
 from envs.gridworld_twin import GridState, GridWorldTwin, register_gridworld_twins
 from envs.maps import GRIDWORLD_IDS, register_gridworlds
+from envs.minigrid_twin import MINIGRID_IDS, MiniGridState, MiniGridTwin, register_minigrid_twins
 from envs.tabular import TabularModel, ValueIterationResult, policy_return, value_iteration
 
 register_gridworlds()
 register_gridworld_twins(GRIDWORLD_IDS)
+register_minigrid_twins()
 
 __all__ = [
     "CartPoleState",
@@ -21,6 +23,9 @@ __all__ = [
     "GridState",
     "GridWorld",
     "GridWorldTwin",
+    "MINIGRID_IDS",
+    "MiniGridState",
+    "MiniGridTwin",
     "TabularModel",
     "ValueIterationResult",
     "differentiable_ids",

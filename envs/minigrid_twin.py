@@ -1,0 +1,604 @@
+"""Differentiable, batched torch twin of Farama's MiniGrid (``minigrid`` 3.x): Empty, DoorKey, LavaGap, FourRooms.
+
+Every environment of a batch has its own layout, generated in torch with the distribution of ``minigrid``'s
+``_gen_grid`` (:meth:`MiniGridTwin.reset`) or copied from a real env (:func:`state_from_env`, for lock-step checks).
+Coordinates are ``minigrid``'s: ``x`` the column (0 .. width-1), ``y`` the row, tensors indexed ``[b, x, y]``;
+directions 0 right, 1 down, 2 left, 3 up (``DIR_TO_VEC``); actions 0 left, 1 right, 2 forward, 3 pickup, 4 drop,
+5 toggle, 6 done (``minigrid.core.actions.Actions``).
+
+State (:class:`MiniGridState`), a factorised ("mean-field") distribution over ``minigrid``'s state:
+
+- ``pose`` (batch, W, H, 4): distribution over the agent's cell and direction.
+- ``grid`` (batch, W, H, K): for each cell a distribution over the K = 8 contents :data:`CELL_NAMES` (empty, wall,
+  goal, lava, key, open / closed / locked door). Key and door take the env's ``color`` ((batch,) long, colour index
+  of ``minigrid``; yellow in DoorKey), so a key always fits the door.
+- ``carry`` (batch,): probability that the agent carries the key; ``t`` (batch,) long: ``step_count``.
+
+With one-hot ``pose`` / ``grid`` and ``carry`` in {0, 1} (every :meth:`~MiniGridTwin.reset`) and one-hot actions the
+state is exactly ``minigrid``'s and stays one-hot. A step with action weights ``w`` (batch, 7) is
+``s' = sum_a w_a f_a(s)``, where each ``f_a`` is ``minigrid``'s ``step`` written as a multilinear function of the
+factors (the relaxation): with ``A`` the pose mass not on a goal / lava cell (terminal cells absorb their mass) and
+``M[c]`` the mass of agents facing cell ``c``,
+
+- left / right: ``A`` rotated by -1 / +1 in the direction axis;
+- forward: from each pose the mass moves to the front cell with the probability ``q[c]`` that the cell is passable
+  (empty, goal, lava, open door), else stays;
+- pickup: ``M[c] * grid[c, key] * (1 - carry)`` moves from ``grid[c, key]`` to ``grid[c, empty]`` and to ``carry``;
+  drop: ``M[c] * grid[c, empty] * carry`` the other way;
+- toggle: ``M[c] * grid[c, locked] * carry`` unlocks-and-opens, ``M[c] * grid[c, closed]`` opens, ``M[c] *
+  grid[c, open]`` closes; done: nothing.
+
+The products treat pose, carry and cells as independent, which is exact for a point mass and a relaxation (a
+product of marginals) for soft actions. Everything is polynomial in (state, action), hence differentiable.
+Rewards: ``w_forward * (mass entering a goal cell) * (1 - 0.9 * t' / max_steps)`` (``MiniGridEnv._reward`` with
+``t' = step_count`` after the step, computed in float64); ``terminated`` when the mass on goal / lava cells is at
+least ``1 - 1e-6``; ``truncated`` when ``t' >= max_steps`` -- as ``minigrid``, whether or not the step also
+terminated. Memory per env: ``12 * W * H + 1`` floats of state (1.2 kB for 5x5, 17 kB for FourRooms' 19x19 in
+float32).
+
+Observation (:meth:`MiniGridTwin.observe`), shape (batch, 147): exactly ``minigrid.wrappers.ImgObsWrapper``
+followed by ``gymnasium.wrappers.FlattenObservation`` -- the 7x7 egocentric view encoded as (object, colour, state)
+per cell, flattened in ``[x, y, channel]`` order -- of the most probable pose, with ``minigrid``'s occlusion
+(``Grid.process_vis``, unless the id sees through walls, as Empty does) computed on the cell distributions (``a or
+b`` as ``a + b - a b``) and each visible cell's code the expectation of its contents' codes. The view is not
+differentiated through the pose (the argmax); it is through ``grid`` and ``carry``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from envs.differentiable import register_twin
+
+CELL_NAMES = ("empty", "wall", "goal", "lava", "key", "door_open", "door_closed", "door_locked")
+EMPTY, WALL, GOAL, LAVA, KEY, OPEN, CLOSED, LOCKED = range(len(CELL_NAMES))
+N_CELL = len(CELL_NAMES)
+# minigrid's OBJECT_TO_IDX / COLOR_TO_IDX / door states for each cell content; key and door take the env's colour.
+_TYPE_IDX = (1, 2, 8, 9, 5, 4, 4, 4)
+_FIXED_COLOR = (0, 5, 1, 0, 0, 0, 0, 0)  # empty none, wall grey, goal green, lava red
+_STATE_IDX = (0, 0, 0, 0, 0, 0, 1, 2)
+_COLORED = (KEY, OPEN, CLOSED, LOCKED)
+_PASSABLE = (EMPTY, GOAL, LAVA, OPEN)
+_OPAQUE = (WALL, CLOSED, LOCKED)
+YELLOW = 4
+DIR_TO_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
+N_ACTIONS = 7
+VIEW = 7
+OBS_DIM = VIEW * VIEW * 3
+TERMINATED_ATOL = 1e-6
+EXTRA_HINT = 'MiniGrid ids need the minigrid extra: pip install -e ".[minigrid]"'
+
+
+@dataclass(frozen=True)
+class MiniGridSpec:
+    """What the twin needs of a ``minigrid`` id: its generator family, size and ``MiniGridEnv`` settings."""
+
+    family: str  # "empty", "empty-random", "doorkey", "lavagap", "fourrooms"
+    size: int
+    max_steps: int
+    see_through_walls: bool
+
+
+def _specs() -> dict[str, MiniGridSpec]:
+    specs = {}
+    for s in (5, 6, 8, 16):
+        specs[f"MiniGrid-Empty-{s}x{s}-v0"] = MiniGridSpec("empty", s, 4 * s * s, True)
+        specs[f"MiniGrid-DoorKey-{s}x{s}-v0"] = MiniGridSpec("doorkey", s, 10 * s * s, False)
+    for s in (5, 6):
+        specs[f"MiniGrid-Empty-Random-{s}x{s}-v0"] = MiniGridSpec("empty-random", s, 4 * s * s, True)
+    for s in (5, 6, 7):
+        specs[f"MiniGrid-LavaGapS{s}-v0"] = MiniGridSpec("lavagap", s, 4 * s * s, False)
+    specs["MiniGrid-FourRooms-v0"] = MiniGridSpec("fourrooms", 19, 100, False)
+    return specs
+
+
+MINIGRID_SPECS: dict[str, MiniGridSpec] = _specs()
+MINIGRID_IDS: tuple[str, ...] = tuple(sorted(MINIGRID_SPECS))
+"""The ``minigrid`` ids with a twin."""
+
+
+class MiniGridState(NamedTuple):
+    """Batched twin state (see the module docstring).
+
+    Attributes:
+        pose: (batch, W, H, 4) floating, distribution over (x, y, direction).
+        grid: (batch, W, H, K) floating, per-cell distribution over :data:`CELL_NAMES`.
+        carry: (batch,) floating, probability of carrying the key.
+        color: (batch,) long, ``minigrid`` colour index of the key and door.
+        t: (batch,) long, steps since the last reset (``step_count``).
+        done: (batch,) bool, terminated or truncated at the last step.
+    """
+
+    pose: torch.Tensor
+    grid: torch.Tensor
+    carry: torch.Tensor
+    color: torch.Tensor
+    t: torch.Tensor
+    done: torch.Tensor
+
+
+def minigrid_available() -> bool:
+    """True when the ``minigrid`` package can be imported."""
+    return importlib.util.find_spec("minigrid") is not None
+
+
+def _randint(
+    low: torch.Tensor | int, high: torch.Tensor | int, batch: int, gen: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """(batch,) uniform integers in [low, high) (per-env bounds allowed)."""
+    u = torch.rand(batch, generator=gen, dtype=torch.float64, device=device)
+    low_t = torch.as_tensor(low, device=device)
+    high_t = torch.as_tensor(high, device=device)
+    return (low_t + torch.floor(u * (high_t - low_t))).long()
+
+
+def _uniform_cell(allowed: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uniform draw among the True cells of ``allowed`` (batch, W, H): the (x, y) of each env, (batch,) each.
+
+    ``place_obj``'s rejection sampling draws uniformly over the cells it accepts; so does the argmax of i.i.d.
+    uniforms restricted to them.
+    """
+    b, w, h = allowed.shape
+    scores = torch.rand((b, w, h), generator=gen, dtype=torch.float64, device=allowed.device)
+    idx = scores.masked_fill(~allowed, -1.0).flatten(1).argmax(1)
+    return idx // h, idx % h
+
+
+def generate_layouts(
+    spec: MiniGridSpec, batch: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batch`` layouts drawn as ``minigrid``'s ``_gen_grid`` of ``spec.family`` draws them.
+
+    Returns:
+        ``(cells, x, y, dir, color)``: ``cells`` (batch, W, H) long indices into :data:`CELL_NAMES`; the agent's
+        start ``x``, ``y``, ``dir`` (batch,) long; ``color`` (batch,) long.
+    """
+    dev = device if device is not None else torch.device("cpu")
+    s = spec.size
+    ar = torch.arange(batch, device=dev)
+    cells = torch.full((batch, s, s), EMPTY, dtype=torch.long, device=dev)
+    cells[:, 0, :] = WALL
+    cells[:, -1, :] = WALL
+    cells[:, :, 0] = WALL
+    cells[:, :, -1] = WALL
+    xs = torch.arange(s, device=dev)[None, :, None]
+    color = torch.full((batch,), YELLOW, dtype=torch.long, device=dev)
+    if spec.family in ("empty", "empty-random", "lavagap"):
+        cells[:, s - 2, s - 2] = GOAL
+        if spec.family == "lavagap":
+            gx = _randint(2, s - 2, batch, generator, dev)
+            gy = _randint(1, s - 1, batch, generator, dev)
+            ys = torch.arange(s, device=dev)[None, None, :]
+            column = (xs == gx[:, None, None]) & (ys >= 1) & (ys <= s - 2)
+            cells = cells.masked_fill(column, LAVA)
+            cells[ar, gx, gy] = EMPTY
+        if spec.family == "empty-random":
+            x, y = _uniform_cell(cells == EMPTY, generator)
+            d = _randint(0, 4, batch, generator, dev)
+        else:
+            x = torch.ones(batch, dtype=torch.long, device=dev)
+            y, d = x.clone(), torch.zeros_like(x)
+    elif spec.family == "doorkey":
+        cells[:, s - 2, s - 2] = GOAL
+        split = _randint(2, s - 2, batch, generator, dev)
+        cells = cells.masked_fill(xs == split[:, None, None], WALL)
+        left = (cells == EMPTY) & (xs < split[:, None, None])
+        x, y = _uniform_cell(left, generator)
+        d = _randint(0, 4, batch, generator, dev)
+        door_y = _randint(1, s - 2, batch, generator, dev)
+        cells[ar, split, door_y] = LOCKED
+        left[ar, x, y] = False
+        kx, ky = _uniform_cell(left, generator)
+        cells[ar, kx, ky] = KEY
+    elif spec.family == "fourrooms":
+        half = s // 2
+        cells[:, half, :] = WALL
+        cells[:, :, half] = WALL
+        cells[ar, half, _randint(1, half, batch, generator, dev)] = EMPTY
+        cells[ar, _randint(1, half, batch, generator, dev), half] = EMPTY
+        cells[ar, _randint(half + 1, 2 * half, batch, generator, dev), half] = EMPTY
+        cells[ar, half, _randint(half + 1, 2 * half, batch, generator, dev)] = EMPTY
+        x, y = _uniform_cell(cells == EMPTY, generator)
+        d = _randint(0, 4, batch, generator, dev)
+        free = cells == EMPTY
+        free[ar, x, y] = False
+        gx, gy = _uniform_cell(free, generator)
+        cells[ar, gx, gy] = GOAL
+    else:  # pragma: no cover - MINIGRID_SPECS holds only the families above
+        raise ValueError(f"unknown MiniGrid family {spec.family!r}")
+    return cells, x, y, d, color
+
+
+def layouts_to_state(
+    cells: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d: torch.Tensor,
+    color: torch.Tensor,
+    carry: torch.Tensor | None = None,
+    t: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> MiniGridState:
+    """A point-mass :class:`MiniGridState` from hard layouts (the shapes :func:`generate_layouts` returns)."""
+    b, w, h = cells.shape
+    dev = cells.device
+    grid = torch.nn.functional.one_hot(cells, N_CELL).to(dtype)
+    pose = torch.zeros((b, w, h, 4), dtype=dtype, device=dev)
+    pose[torch.arange(b, device=dev), x, y, d] = 1.0
+    carry_t = torch.zeros(b, dtype=dtype, device=dev) if carry is None else carry.to(dtype)
+    t_t = torch.zeros(b, dtype=torch.long, device=dev) if t is None else t.long()
+    return MiniGridState(pose, grid, carry_t, color.long(), t_t, torch.zeros(b, dtype=torch.bool, device=dev))
+
+
+def state_from_env(
+    env: Any, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> MiniGridState:
+    """The point-mass state (batch 1) of a real ``minigrid`` env (wrapped or not) as it is now.
+
+    Raises:
+        ValueError: the grid holds an object the twin does not model (ball, box, floor, a second colour).
+    """
+    u = env.unwrapped
+    w, h = u.grid.width, u.grid.height
+    cells = torch.zeros((1, w, h), dtype=torch.long)
+    colors = set()
+    for i in range(w):
+        for j in range(h):
+            obj = u.grid.get(i, j)
+            if obj is None:
+                continue
+            kind = obj.type
+            if kind == "door":
+                kind = "door_open" if obj.is_open else ("door_locked" if obj.is_locked else "door_closed")
+            if kind not in CELL_NAMES:
+                raise ValueError(
+                    f"the MiniGrid twin models {', '.join(CELL_NAMES)}; cell ({i}, {j}) holds {obj.type!r}"
+                )
+            cells[0, i, j] = CELL_NAMES.index(kind)
+            if kind in ("key", "door_open", "door_closed", "door_locked"):
+                colors.add(obj.color)
+    carry = 0.0
+    if u.carrying is not None:
+        if u.carrying.type != "key":
+            raise ValueError(f"the MiniGrid twin models a carried key only; the agent carries {u.carrying.type!r}")
+        carry = 1.0
+        colors.add(u.carrying.color)
+    if len(colors) > 1:
+        raise ValueError(f"the MiniGrid twin models one key/door colour per env; found {sorted(colors)}")
+    from minigrid.core.constants import COLOR_TO_IDX
+
+    color = COLOR_TO_IDX[colors.pop()] if colors else YELLOW
+    ax, ay = (int(v) for v in u.agent_pos)
+    state = layouts_to_state(
+        cells,
+        torch.tensor([ax]),
+        torch.tensor([ay]),
+        torch.tensor([int(u.agent_dir)]),
+        torch.tensor([color]),
+        torch.tensor([carry]),
+        torch.tensor([int(u.step_count)]),
+        dtype,
+    )
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return MiniGridState(*(f.to(dev) for f in state))
+
+
+def cat_states(states: list[MiniGridState]) -> MiniGridState:
+    """One batch from several states of the same grid size."""
+    return MiniGridState(*(torch.cat(fields) for fields in zip(*states, strict=True)))
+
+
+def _shift(x: torch.Tensor, dx: int, dy: int, fill: float) -> torch.Tensor:
+    """``out[:, i, j] = x[:, i + dx, j + dy]`` over dims 1, 2 (``fill`` outside the grid); |dx|, |dy| <= 1."""
+    pad = [0, 0] * (x.dim() - 3) + [1, 1, 1, 1]
+    xp = torch.nn.functional.pad(x, pad, value=fill)
+    w, h = x.shape[1], x.shape[2]
+    return xp[:, 1 + dx : 1 + dx + w, 1 + dy : 1 + dy + h]
+
+
+def _or(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a + b - a * b
+
+
+def _view_offsets() -> torch.Tensor:
+    """(4, 7, 7, 2) long: the world offset of view cell (vx, vy) from the agent, per direction.
+
+    Inverts ``MiniGridEnv.get_view_coords``: with forward ``f = DIR_TO_VEC[d]`` and right ``r = (-f_y, f_x)``,
+    world = agent + f (sz - 1) - r hs + vx r - vy f.
+    """
+    sz, hs = VIEW, VIEW // 2
+    out = torch.zeros((4, sz, sz, 2), dtype=torch.long)
+    for d, (fx, fy) in enumerate(DIR_TO_VEC):
+        rx, ry = -fy, fx
+        for vx in range(sz):
+            for vy in range(sz):
+                out[d, vx, vy, 0] = fx * (sz - 1) - rx * hs + vx * rx - vy * fx
+                out[d, vx, vy, 1] = fy * (sz - 1) - ry * hs + vx * ry - vy * fy
+    return out
+
+
+class MiniGridTwin:
+    """Batched, differentiable twin of one ``minigrid`` id, with the ``DifferentiableEnv`` protocol.
+
+    Args:
+        env_id: one of :data:`MINIGRID_IDS`.
+        device: torch device of all tensors.
+        dtype: floating dtype of the state, observations and rewards (float64 reproduces ``minigrid``'s Python-float
+            rewards bit for bit; float32 rounds them).
+
+    Raises:
+        ValueError: an id without a twin (the message lists them), or a non-floating ``dtype``.
+    """
+
+    n_actions = N_ACTIONS
+    obs_dim = OBS_DIM
+
+    def __init__(
+        self, env_id: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> None:
+        if env_id not in MINIGRID_SPECS:
+            raise ValueError(f"no MiniGrid twin for {env_id!r}; ids with one: {', '.join(MINIGRID_IDS)}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch dtype (e.g. torch.float32); got {dtype}")
+        self.env_id = env_id
+        self.spec = MINIGRID_SPECS[env_id]
+        self.max_episode_steps: int | None = self.spec.max_steps
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        dev = self.device
+        self._type = torch.tensor(_TYPE_IDX, dtype=dtype, device=dev)
+        self._fixed_color = torch.tensor(_FIXED_COLOR, dtype=dtype, device=dev)
+        self._state_idx = torch.tensor(_STATE_IDX, dtype=dtype, device=dev)
+        self._colored = torch.zeros(N_CELL, dtype=dtype, device=dev)
+        self._colored[list(_COLORED)] = 1.0
+        self._passable = torch.zeros(N_CELL, dtype=dtype, device=dev)
+        self._passable[list(_PASSABLE)] = 1.0
+        self._opaque = torch.zeros(N_CELL, dtype=dtype, device=dev)
+        self._opaque[list(_OPAQUE)] = 1.0
+        self._wall = torch.nn.functional.one_hot(torch.tensor(WALL), N_CELL).to(dtype=dtype, device=dev)
+        self._offsets = _view_offsets().to(dev)
+        self._has_objects = self.spec.family == "doorkey"
+
+    # --- reset -----------------------------------------------------------------------------------------------------
+    def reset(self, batch: int, generator: torch.Generator | None = None) -> MiniGridState:
+        """Fresh point-mass states, each env's layout drawn as ``minigrid``'s generator draws it."""
+        layout = generate_layouts(self.spec, batch, generator, self.device)
+        return layouts_to_state(*layout, dtype=self.dtype)
+
+    def reset_done(
+        self, state: MiniGridState, done: torch.Tensor, generator: torch.Generator | None = None
+    ) -> MiniGridState:
+        """``state`` with the envs where ``done`` ((batch,) bool) is True replaced by fresh layouts (out of place)."""
+        m = done.to(device=self.device, dtype=torch.bool)
+        fresh = self.reset(state.pose.shape[0], generator)
+        return MiniGridState(
+            torch.where(m[:, None, None, None], fresh.pose, state.pose),
+            torch.where(m[:, None, None, None], fresh.grid, state.grid),
+            torch.where(m, fresh.carry, state.carry),
+            torch.where(m, fresh.color, state.color),
+            torch.where(m, fresh.t, state.t),
+            torch.where(m, fresh.done, state.done),
+        )
+
+    # --- dynamics --------------------------------------------------------------------------------------------------
+    def step(
+        self, state: MiniGridState, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[MiniGridState, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of every env (the relaxation is in the module docstring); ``minigrid`` is deterministic, so
+        ``generator`` is accepted and ignored.
+
+        Args:
+            state: current :class:`MiniGridState`.
+            action: (batch, 7) floating, one-hot or weights over (left, right, forward, pickup, drop, toggle, done).
+
+        Returns:
+            ``(next_state, reward, terminated, truncated)``; reward (batch,) in ``dtype``, flags (batch,) bool.
+
+        Raises:
+            ValueError: ``action`` not a floating tensor of shape (batch, 7).
+        """
+        pose, grid, carry = state.pose, state.grid, state.carry
+        batch = pose.shape[0]
+        if not isinstance(action, torch.Tensor) or not action.is_floating_point() or action.shape != (batch, 7):
+            got = (
+                f"{action.dtype} tensor of shape {tuple(action.shape)}"
+                if isinstance(action, torch.Tensor)
+                else (type(action).__name__)
+            )
+            raise ValueError(
+                f"action must be a floating tensor of shape (batch, 7) = ({batch}, 7), one-hot or weights over "
+                f"(left, right, forward, pickup, drop, toggle, done); got {got}"
+            )
+        w = action.to(self.dtype)
+        terminal = grid[..., GOAL] + grid[..., LAVA]  # (B, W, H)
+        active = pose * (1.0 - terminal)[..., None]
+        absorbed = pose - active
+        passable = grid @ self._passable  # (B, W, H)
+        fwd_dirs, facing_dirs = [], []
+        for d, (dx, dy) in enumerate(DIR_TO_VEC):
+            a_d = active[..., d]
+            facing = _shift(a_d, -dx, -dy, 0.0)  # mass of agents with direction d facing each cell
+            fwd_dirs.append(a_d * (1.0 - _shift(passable, dx, dy, 0.0)) + facing * passable)
+            facing_dirs.append(facing)
+        facing = torch.stack(facing_dirs, 0).sum(0)  # (B, W, H)
+        moved = torch.stack(fwd_dirs, -1)
+        wb = w[:, :, None, None, None]
+        stay = wb[:, 3] + wb[:, 4] + wb[:, 5] + wb[:, 6]
+        next_pose = (
+            absorbed
+            + wb[:, 0] * torch.roll(active, -1, dims=-1)
+            + wb[:, 1] * torch.roll(active, 1, dims=-1)
+            + wb[:, 2] * moved
+            + stay * active
+        )
+        next_grid, next_carry = grid, carry
+        if self._has_objects:
+            cb = carry[:, None, None]
+            pick = facing * grid[..., KEY] * (1.0 - cb)
+            drop = facing * grid[..., EMPTY] * cb
+            unlock = facing * grid[..., LOCKED] * cb
+            opening = facing * grid[..., CLOSED]
+            closing = facing * grid[..., OPEN]
+            w3, w4, w5 = (w[:, i, None, None] for i in (3, 4, 5))
+            zero = torch.zeros_like(pick)
+            delta = torch.stack(
+                [
+                    w3 * pick - w4 * drop,
+                    zero,
+                    zero,
+                    zero,
+                    w4 * drop - w3 * pick,
+                    w5 * (unlock + opening - closing),
+                    w5 * (closing - opening),
+                    -w5 * unlock,
+                ],
+                -1,
+            )
+            next_grid = grid + delta
+            next_carry = carry + w[:, 3] * pick.sum((1, 2)) - w[:, 4] * drop.sum((1, 2))
+        t = state.t + 1
+        factor = 1.0 - 0.9 * (t.to(torch.float64) / float(self.spec.max_steps))
+        entered_goal = (facing * grid[..., GOAL]).sum((1, 2))
+        reward = w[:, 2] * entered_goal * factor.to(self.dtype)
+        terminated = (next_pose.sum(-1) * terminal).sum((1, 2)) >= 1.0 - TERMINATED_ATOL
+        truncated = t >= self.spec.max_steps
+        next_state = MiniGridState(next_pose, next_grid, next_carry, state.color, t, terminated | truncated)
+        return next_state, reward, terminated, truncated
+
+    # --- observation -----------------------------------------------------------------------------------------------
+    def agent_pose(self, state: MiniGridState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The most probable pose: ``(x, y, dir)``, (batch,) long each."""
+        h = state.pose.shape[2]
+        idx = state.pose.flatten(1).argmax(1)
+        return idx // (h * 4), (idx // 4) % h, idx % 4
+
+    def observe(self, state: MiniGridState) -> torch.Tensor:
+        """``ImgObsWrapper`` + ``FlattenObservation``'s observation, (batch, 147) in ``dtype`` (module docstring)."""
+        grid = state.grid
+        b, w, h, _ = grid.shape
+        x, y, d = self.agent_pose(state)
+        pad = VIEW - 1
+        padded = torch.nn.functional.pad(grid, [0, 0, pad, pad, pad, pad])
+        padded = padded + (padded.sum(-1, keepdim=True) == 0).to(self.dtype) * self._wall  # outside: walls
+        off = self._offsets[d]  # (B, 7, 7, 2)
+        gx = x[:, None, None] + pad + off[..., 0]
+        gy = y[:, None, None] + pad + off[..., 1]
+        flat = (gx * (h + 2 * pad) + gy).reshape(b, VIEW * VIEW, 1).expand(-1, -1, N_CELL)
+        view = padded.reshape(b, -1, N_CELL).gather(1, flat).reshape(b, VIEW, VIEW, N_CELL)
+        color_b = state.color.to(self.dtype)
+        obj = view @ self._type
+        col = view @ self._fixed_color + (view @ self._colored) * color_b[:, None, None]
+        st = view @ self._state_idx
+        carry = state.carry
+        ax, ay = VIEW // 2, VIEW - 1
+        # The agent's own cell shows what it carries (minigrid's gen_obs_grid): a key, else empty.
+        agent_code = torch.stack([1.0 + 4.0 * carry, carry * color_b, torch.zeros_like(carry)], -1)
+        code = torch.stack([obj, col, st], -1)
+        is_agent = torch.zeros((VIEW, VIEW, 1), dtype=self.dtype, device=self.device)
+        is_agent[ax, ay] = 1.0
+        code = code * (1.0 - is_agent) + agent_code[:, None, None, :] * is_agent
+        if not self.spec.see_through_walls:
+            code = code * self._visibility(1.0 - view @ self._opaque)[..., None]
+        return code.reshape(b, OBS_DIM)
+
+    def _visibility(self, see_behind: torch.Tensor) -> torch.Tensor:
+        """``Grid.process_vis`` on the view, with probabilities: (B, 7, 7) mask from (B, 7, 7) see-behind."""
+        sb = [[see_behind[:, i, j] for j in range(VIEW)] for i in range(VIEW)]
+        zero = torch.zeros_like(see_behind[:, 0, 0])
+        mask = [[zero for _ in range(VIEW)] for _ in range(VIEW)]
+        mask[VIEW // 2][VIEW - 1] = torch.ones_like(zero)
+        for j in reversed(range(VIEW)):
+            for i in range(VIEW - 1):
+                s = mask[i][j] * sb[i][j]
+                mask[i + 1][j] = _or(mask[i + 1][j], s)
+                if j > 0:
+                    mask[i + 1][j - 1] = _or(mask[i + 1][j - 1], s)
+                    mask[i][j - 1] = _or(mask[i][j - 1], s)
+            for i in reversed(range(1, VIEW)):
+                s = mask[i][j] * sb[i][j]
+                mask[i - 1][j] = _or(mask[i - 1][j], s)
+                if j > 0:
+                    mask[i - 1][j - 1] = _or(mask[i - 1][j - 1], s)
+                    mask[i][j - 1] = _or(mask[i][j - 1], s)
+        return torch.stack([torch.stack(col, -1) for col in mask], 1)
+
+    def continuation(self, state: MiniGridState) -> torch.Tensor:
+        """Ones, (batch,): the twin is exact, so termination is reported by ``step`` alone."""
+        return torch.ones(state.pose.shape[0], dtype=state.pose.dtype, device=state.pose.device)
+
+    def training_reward(
+        self, state: MiniGridState, action: torch.Tensor, next_state: MiniGridState, reward: torch.Tensor
+    ) -> torch.Tensor:
+        """The env reward itself, (batch,): it is linear in the forward weight and the pose mass, so it carries
+        the gradient (the other arguments are accepted for the protocol and unused)."""
+        return reward
+
+
+# --- optimal returns (for the "solved" thresholds) ------------------------------------------------------------------
+def optimal_steps(cells: torch.Tensor, x: int, y: int, d: int) -> int | None:
+    """Fewest steps from the pose (x, y, d) to a goal in the hard layout ``cells`` (W, H) (None: unreachable).
+
+    Breadth-first search over (x, y, dir, carrying the key, door open) with left, right, forward, pickup and toggle
+    (dropping never shortens a path in these layouts); lava ends the episode without reward, so it is impassable.
+    """
+    c = cells.tolist()
+    w, h = len(c), len(c[0])
+    start = (x, y, d, False, False)
+    seen = {start}
+    queue = deque([(start, 0)])
+    while queue:
+        (px, py, pd, key, door), n = queue.popleft()
+        fx, fy = px + DIR_TO_VEC[pd][0], py + DIR_TO_VEC[pd][1]
+        front = c[fx][fy] if 0 <= fx < w and 0 <= fy < h else WALL
+        if front == KEY and key:
+            front = EMPTY
+        if front == LOCKED and door:
+            front = OPEN
+        nexts = [(px, py, (pd - 1) % 4, key, door), (px, py, (pd + 1) % 4, key, door)]
+        if front == GOAL:
+            return n + 1
+        if front in (EMPTY, OPEN):
+            nexts.append((fx, fy, pd, key, door))
+        if front == KEY and not key:
+            nexts.append((px, py, pd, True, door))
+        if front == LOCKED and key:
+            nexts.append((px, py, pd, key, True))
+        for s in nexts:
+            if s not in seen:
+                seen.add(s)
+                queue.append((s, n + 1))
+    return None
+
+
+def optimal_return_stats(env_id: str, n_layouts: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of the optimal return ``1 - 0.9 * n* / max_steps`` over ``n_layouts`` layouts
+    drawn by the twin's generator (seed ``seed``), ``n*`` from :func:`optimal_steps` (0 when unreachable)."""
+    spec = MINIGRID_SPECS[env_id]
+    gen = torch.Generator().manual_seed(seed)
+    cells, x, y, d, _ = generate_layouts(spec, n_layouts, gen)
+    rets = []
+    for i in range(n_layouts):
+        n = optimal_steps(cells[i], int(x[i]), int(y[i]), int(d[i]))
+        rets.append(0.0 if n is None else 1.0 - 0.9 * n / spec.max_steps)
+    mean = sum(rets) / len(rets)
+    return mean, math.sqrt(sum((r - mean) ** 2 for r in rets) / len(rets))
+
+
+def _factory(env_id: str, **kwargs: Any) -> MiniGridTwin:
+    if not minigrid_available():
+        raise ValueError(f"{env_id!r}: {EXTRA_HINT}")
+    return MiniGridTwin(env_id, **kwargs)
+
+
+def register_minigrid_twins() -> None:
+    """Register :class:`MiniGridTwin` under every id of :data:`MINIGRID_IDS`; without ``minigrid`` installed
+    ``make_differentiable`` refuses them with one line naming the extra."""
+    for env_id in MINIGRID_IDS:
+        register_twin(env_id, functools.partial(_factory, env_id))
