@@ -1,0 +1,187 @@
+"""The MiniGrid twin against ``minigrid`` itself: lock-step equality, gradients, layout distributions, refusal."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs.minigrid_twin import (
+    CLOSED,
+    EMPTY,
+    KEY,
+    LOCKED,
+    MINIGRID_SPECS,
+    OPEN,
+    MiniGridState,
+    MiniGridTwin,
+    cat_states,
+    generate_layouts,
+    state_from_env,
+)
+
+LOCKSTEP_IDS = [
+    "MiniGrid-Empty-5x5-v0",
+    "MiniGrid-Empty-Random-6x6-v0",
+    "MiniGrid-DoorKey-5x5-v0",
+    "MiniGrid-DoorKey-8x8-v0",
+    "MiniGrid-LavaGapS6-v0",
+    "MiniGrid-FourRooms-v0",
+]
+# Random actions biased to forward, with every action (pickup, drop, toggle, done included) possible.
+ACTION_P = [0.15, 0.15, 0.4, 0.1, 0.05, 0.1, 0.05]
+
+
+def _wrapped(env_id: str):  # type: ignore[no-untyped-def]
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("minigrid")
+    from gymnasium.wrappers import FlattenObservation
+    from minigrid.wrappers import ImgObsWrapper
+
+    return FlattenObservation(ImgObsWrapper(gym.make(env_id)))
+
+
+def _replace_row(state: MiniGridState, i: int, row: MiniGridState) -> MiniGridState:
+    return MiniGridState(*(torch.cat([f[:i], r, f[i + 1 :]]) for f, r in zip(state, row, strict=True)))
+
+
+@pytest.mark.parametrize("env_id", LOCKSTEP_IDS)
+def test_lockstep_with_minigrid(env_id: str) -> None:
+    """Observations, rewards, terminated and truncated equal minigrid's exactly, step for step (float64), over 8
+    seeded envs x 120 random actions, with fresh layouts after each episode end; the events that change the grid
+    (pickup, drop, unlock, open / close) and lava deaths happen along the way where the family has them."""
+    n_envs, n_steps = 8, 120
+    envs_ = [_wrapped(env_id) for _ in range(n_envs)]
+    twin = MiniGridTwin(env_id, dtype=torch.float64)
+    obs = np.stack([e.reset(seed=100 + i)[0] for i, e in enumerate(envs_)])
+    state = cat_states([state_from_env(e, torch.float64) for e in envs_])
+    assert np.array_equal(twin.observe(state).numpy(), obs)
+    rng = np.random.default_rng(0)
+    events = {"pickup": 0, "drop": 0, "unlock": 0, "open_close": 0, "goal": 0, "lava": 0, "truncated": 0}
+    for _ in range(n_steps):
+        actions = rng.choice(7, size=n_envs, p=ACTION_P)
+        before = state
+        state, reward, terminated, truncated = twin.step(
+            state, torch.nn.functional.one_hot(torch.as_tensor(actions), 7).double()
+        )
+        twin_obs = twin.observe(state).numpy()
+        for i, e in enumerate(envs_):
+            o, r, te, tr, _ = e.step(int(actions[i]))
+            assert np.array_equal(twin_obs[i], o)
+            assert (float(reward[i]), bool(terminated[i]), bool(truncated[i])) == (r, te, tr)
+            dc = float(state.carry[i] - before.carry[i])
+            events["pickup"] += dc > 0
+            events["drop"] += dc < 0
+            events["unlock"] += float((before.grid[i, ..., LOCKED] - state.grid[i, ..., LOCKED]).sum()) > 0
+            events["open_close"] += float((before.grid[i, ..., OPEN] - state.grid[i, ..., OPEN]).abs().sum()) > 0
+            events["goal"] += r > 0
+            events["lava"] += te and r == 0
+            events["truncated"] += tr
+            if te or tr:
+                e.reset()
+                state = _replace_row(state, i, state_from_env(e, torch.float64))
+        # the hard dynamics keep a point mass
+        assert bool(((state.pose == 0) | (state.pose == 1)).all() and ((state.grid == 0) | (state.grid == 1)).all())
+    if "DoorKey-5x5" in env_id:
+        assert min(events["pickup"], events["drop"], events["unlock"], events["open_close"], events["goal"]) > 0
+    if "LavaGap" in env_id:
+        assert events["lava"] > 0
+    if "Empty-5x5" in env_id:
+        assert events["goal"] > 0
+
+
+def test_soft_step_is_linear_in_the_action_and_one_hot_is_exact() -> None:
+    """From a point-mass state, a soft step is the action-weighted mixture of the seven hard steps (pose, grid,
+    carry, reward; to 1e-12), and each hard step leaves a point mass."""
+    twin = MiniGridTwin("MiniGrid-DoorKey-5x5-v0", dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    state = twin.reset(16, gen)
+    w = torch.softmax(torch.randn(16, 7, generator=gen, dtype=torch.float64), -1)
+    soft, r_soft, _, _ = twin.step(state, w)
+    mix = [torch.zeros_like(f) for f in (soft.pose, soft.grid, soft.carry, r_soft)]
+    for a in range(7):
+        hard, r, _, _ = twin.step(state, torch.nn.functional.one_hot(torch.full((16,), a), 7).double())
+        for acc, f in zip(mix, (hard.pose, hard.grid, hard.carry, r), strict=True):
+            acc += w[:, a].reshape(-1, *[1] * (f.dim() - 1)) * f
+        assert torch.all(hard.pose.sum((1, 2, 3)) == 1) and set(hard.pose.unique().tolist()) <= {0.0, 1.0}
+    for got, want in zip((soft.pose, soft.grid, soft.carry, r_soft), mix, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_gradcheck_of_one_step_wrt_a_soft_action() -> None:
+    """``torch.autograd.gradcheck`` (float64) of the next pose, grid, carry, reward and observation with respect to
+    a soft action, from a soft state (after two soft steps) where the agent can face the key and the door."""
+    twin = MiniGridTwin("MiniGrid-DoorKey-5x5-v0", dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    state = twin.reset(2, gen)
+    for _ in range(2):
+        w0 = torch.softmax(torch.randn(2, 7, generator=gen, dtype=torch.float64), -1)
+        state, *_ = twin.step(state, w0)
+    logits = torch.randn(2, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def f(lg: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        nxt, r, _, _ = twin.step(state, torch.softmax(lg, -1))
+        return nxt.pose, nxt.grid, nxt.carry, r, twin.observe(nxt)
+
+    assert torch.autograd.gradcheck(f, (logits,), eps=1e-6, atol=1e-7, fast_mode=True)
+    # and the gradient is not trivially zero: the reward and the key cell depend on the action
+    nxt, r, _, _ = twin.step(state, torch.softmax(logits, -1))
+    (g,) = torch.autograd.grad(r.sum() + nxt.grid[..., KEY].sum() + nxt.pose[..., 0].sum(), logits)
+    assert g.abs().sum() > 0
+
+
+def test_doorkey5_layout_distribution_matches_minigrid() -> None:
+    """Chi-square (homogeneity, 2 samples) of the joint (door y, agent y, key y, agent dir) of DoorKey-5x5 layouts:
+    the twin's torch generator against minigrid's resets over 2,000 seeds each; p > 0.001."""
+    stats = pytest.importorskip("scipy.stats")
+    env = _wrapped("MiniGrid-DoorKey-5x5-v0").unwrapped
+    n = 2000
+
+    def category(door_y: int, ay: int, ky: int, d: int) -> int:
+        return ((door_y * 5 + ay) * 5 + ky) * 4 + d
+
+    real = np.zeros(5 * 5 * 5 * 4, dtype=np.int64)
+    for seed in range(n):
+        env.reset(seed=seed)
+        door_y = next(j for j in range(5) if env.grid.get(2, j) is not None and env.grid.get(2, j).type == "door")
+        key_y = next(j for j in range(5) if env.grid.get(1, j) is not None and env.grid.get(1, j).type == "key")
+        real[category(door_y, int(env.agent_pos[1]), key_y, int(env.agent_dir))] += 1
+    cells, x, y, d, _ = generate_layouts(MINIGRID_SPECS["MiniGrid-DoorKey-5x5-v0"], n, torch.Generator().manual_seed(0))
+    twin = np.zeros_like(real)
+    for i in range(n):
+        door_y = int((cells[i, 2] == LOCKED).nonzero()[0])
+        key_y = int((cells[i, 1] == KEY).nonzero()[0])
+        twin[category(door_y, int(y[i]), key_y, int(d[i]))] += 1
+    keep = (real + twin) > 0
+    assert keep.sum() == 2 * 6 * 4  # door y in {1, 2} x ordered (agent, key) pairs of 3 cells x 4 directions
+    assert (x == 1).all()
+    _, p, _, _ = stats.chi2_contingency(np.stack([real[keep], twin[keep]]))
+    assert p > 1e-3
+
+
+def test_generated_layouts_are_valid() -> None:
+    """Every generated layout of every id has its walls, one goal, the agent on an empty cell, and (DoorKey) one
+    key left of one locked door; no cell is opened or closed at the start."""
+    gen = torch.Generator().manual_seed(1)
+    for env_id, spec in MINIGRID_SPECS.items():
+        twin = MiniGridTwin(env_id)
+        state = twin.reset(64, gen)
+        cells = state.grid.argmax(-1)
+        assert (cells[:, 0] == 1).all() and (cells[:, :, -1] == 1).all(), env_id
+        assert ((cells == 2).flatten(1).sum(1) == 1).all(), env_id
+        x, y, _ = twin.agent_pose(state)
+        assert (cells[torch.arange(64), x, y] == EMPTY).all(), env_id
+        assert not ((cells == OPEN) | (cells == CLOSED)).any(), env_id
+        if spec.family == "doorkey":
+            assert ((cells == KEY).flatten(1).sum(1) == 1).all() and ((cells == LOCKED).flatten(1).sum(1) == 1).all()
+
+
+def test_refused_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``import minigrid`` made to fail, a MiniGrid id gets one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "minigrid", None)
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[minigrid\]"') as info:
+        envs.make_differentiable("MiniGrid-DoorKey-5x5-v0")
+    assert "\n" not in str(info.value)
