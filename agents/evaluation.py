@@ -15,10 +15,17 @@ Environments without a time limit (Gymnasium's ``CliffWalking-v1``, often a user
 evaluation builds the env), so that a greedy policy that never reaches the goal cannot make an episode -- and so
 an evaluation -- run forever. Ids registered without a ``reward_threshold`` for which the package can compute one
 take it from :data:`COMPUTED_THRESHOLDS`; for any other such id "solved" is undefined and runs use their budget.
+
+MiniGrid (``minigrid``, the ``minigrid`` extra): importing this module makes ``gymnasium.make`` of every id with a
+twin (``envs.MINIGRID_IDS``) return the env wrapped in :data:`MINIGRID_OBS_WRAPPERS` -- the observation the twin's
+``observe`` reproduces -- with ``max_episode_steps`` set to the env's own ``max_steps``
+(:func:`install_minigrid_wrappers`), so that every method (twin methods evaluating, REINFORCE, the critic family,
+SB3) sees the same observations. Their "solved" thresholds are computed (:data:`COMPUTED_THRESHOLDS`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Sequence
@@ -27,11 +34,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.registration import EnvSpec
+from gymnasium.envs.registration import EnvSpec, load_env_creator
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import envs  # (registers the gumbel_rl/ gridworlds)
+from envs.minigrid_twin import EXTRA_HINT, MINIGRID_IDS, MINIGRID_SPECS, minigrid_available
 
 SOLVE_EPISODES = 100
 """Episodes of the deterministic evaluation that decides "solved"."""
@@ -39,10 +47,69 @@ SOLVE_EPISODES = 100
 DEFAULT_EPISODE_LIMIT = 1_000
 """Time limit (env steps per episode) of an environment registered without ``max_episode_steps``."""
 
-COMPUTED_THRESHOLDS: dict[str, float] = {"CliffWalking-v1": -13.0}
+MINIGRID_THRESHOLD_MARGIN = 0.05
+"""What a MiniGrid threshold leaves below the optimal mean return (0.05 = ``0.05 * max_steps / 0.9`` extra steps per
+episode: 5.6 on Empty-5x5 and FourRooms, 13.9 on DoorKey-5x5)."""
+
+# Mean optimal return ``1 - 0.9 * n* / max_steps`` over 1,000 layouts from the twin's generator (seed 0), n* the
+# shortest solution by breadth-first search (envs.minigrid_twin.optimal_return_stats); its standard deviation is in
+# the README. python -c "from envs.minigrid_twin import *; print(optimal_return_stats('MiniGrid-DoorKey-5x5-v0'))"
+MINIGRID_OPTIMAL_RETURNS: dict[str, float] = {
+    "MiniGrid-DoorKey-16x16-v0": 0.9881,
+    "MiniGrid-DoorKey-5x5-v0": 0.9650,
+    "MiniGrid-DoorKey-6x6-v0": 0.9692,
+    "MiniGrid-DoorKey-8x8-v0": 0.9763,
+    "MiniGrid-Empty-16x16-v0": 0.9763,
+    "MiniGrid-Empty-5x5-v0": 0.9550,
+    "MiniGrid-Empty-6x6-v0": 0.9562,
+    "MiniGrid-Empty-8x8-v0": 0.9613,
+    "MiniGrid-Empty-Random-5x5-v0": 0.9694,
+    "MiniGrid-Empty-Random-6x6-v0": 0.9726,
+    "MiniGrid-FourRooms-v0": 0.8520,
+    "MiniGrid-LavaGapS5-v0": 0.9459,
+    "MiniGrid-LavaGapS6-v0": 0.9484,
+    "MiniGrid-LavaGapS7-v0": 0.9522,
+}
+
+COMPUTED_THRESHOLDS: dict[str, float] = {
+    "CliffWalking-v1": -13.0,
+    **{env_id: round(ret - MINIGRID_THRESHOLD_MARGIN, 4) for env_id, ret in MINIGRID_OPTIMAL_RETURNS.items()},
+}
 """``reward_threshold`` of ids Gymnasium registers without one. CliffWalking-v1: its optimal return, -13 (value
 iteration on its exact model under the default time limit, checked by a test; the env is deterministic, so a greedy
-optimal policy scores exactly that and no margin is needed)."""
+optimal policy scores exactly that and no margin is needed). MiniGrid ids: the mean optimal return over generated
+layouts (:data:`MINIGRID_OPTIMAL_RETURNS`) minus :data:`MINIGRID_THRESHOLD_MARGIN`."""
+
+MINIGRID_OBS_WRAPPERS = "minigrid.wrappers.ImgObsWrapper + gymnasium.wrappers.FlattenObservation"
+"""The observation of every MiniGrid env made by ``gymnasium.make`` once this module is imported: the 7x7x3
+egocentric view (object, colour, state), flattened to (147,) uint8 in [x, y, channel] order."""
+
+
+def _make_wrapped_minigrid(entry_point: Any, **kwargs: Any) -> gym.Env[Any, Any]:
+    from gymnasium.wrappers import FlattenObservation
+    from minigrid.wrappers import ImgObsWrapper
+
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    return FlattenObservation(ImgObsWrapper(creator(**kwargs)))
+
+
+def install_minigrid_wrappers() -> None:
+    """Make ``gymnasium.make(id)`` of each id in ``envs.MINIGRID_IDS`` return the env wrapped in
+    :data:`MINIGRID_OBS_WRAPPERS`, with the time limit at the env's own ``max_steps`` (so the generic
+    :data:`DEFAULT_EPISODE_LIMIT` never cuts an episode short); idempotent, and a no-op without ``minigrid``."""
+    if not minigrid_available():
+        return
+    import minigrid  # noqa: F401  (registers the MiniGrid ids)
+
+    for env_id in MINIGRID_IDS:
+        spec = gym.spec(env_id)
+        if isinstance(spec.entry_point, functools.partial) and spec.entry_point.func is _make_wrapped_minigrid:
+            continue
+        spec.entry_point = functools.partial(_make_wrapped_minigrid, spec.entry_point)
+        spec.max_episode_steps = MINIGRID_SPECS[env_id].max_steps
+
+
+install_minigrid_wrappers()
 
 
 @dataclass(frozen=True)
@@ -88,6 +155,8 @@ def env_spec(env_id: str) -> EnvSpec:
     module, _, name = env_id.rpartition(":")
     if module:
         import_gym_packages([module], source=f"environment id {env_id!r}")
+    if name.startswith("MiniGrid-") and not minigrid_available():
+        raise ValueError(f"environment id {env_id!r}: {EXTRA_HINT}")
     try:
         return gym.spec(name)
     except gym.error.Error:
