@@ -95,20 +95,28 @@ def test_lockstep_with_minigrid(env_id: str) -> None:
 
 def test_soft_step_is_linear_in_the_action_and_one_hot_is_exact() -> None:
     """From a point-mass state, a soft step is the action-weighted mixture of the seven hard steps (pose, grid,
-    carry, reward; to 1e-12), and each hard step leaves a point mass."""
+    carry, reward and, for the pose, the observation: the expected view; to 1e-12), and each hard step leaves a
+    point mass."""
     twin = MiniGridTwin("MiniGrid-DoorKey-5x5-v0", dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     state = twin.reset(16, gen)
     w = torch.softmax(torch.randn(16, 7, generator=gen, dtype=torch.float64), -1)
     soft, r_soft, _, _ = twin.step(state, w)
+    # moves only (left, right, forward, done): the observation is then linear in the action as well
+    w_move = w * torch.tensor([1.0, 1, 1, 0, 0, 0, 1], dtype=torch.float64)
+    w_move = w_move / w_move.sum(1, keepdim=True)
+    soft_move, *_ = twin.step(state, w_move)
+    obs_mix = torch.zeros(16, 147, dtype=torch.float64)
     mix = [torch.zeros_like(f) for f in (soft.pose, soft.grid, soft.carry, r_soft)]
     for a in range(7):
         hard, r, _, _ = twin.step(state, torch.nn.functional.one_hot(torch.full((16,), a), 7).double())
+        obs_mix += w_move[:, a, None] * twin.observe(hard)
         for acc, f in zip(mix, (hard.pose, hard.grid, hard.carry, r), strict=True):
             acc += w[:, a].reshape(-1, *[1] * (f.dim() - 1)) * f
         assert torch.all(hard.pose.sum((1, 2, 3)) == 1) and set(hard.pose.unique().tolist()) <= {0.0, 1.0}
     for got, want in zip((soft.pose, soft.grid, soft.carry, r_soft), mix, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(twin.observe(soft_move), obs_mix, rtol=0, atol=1e-12)
 
 
 def test_gradcheck_of_one_step_wrt_a_soft_action() -> None:
