@@ -368,7 +368,9 @@ class MiniGridTwin:
         self._passable[list(_PASSABLE)] = 1.0
         self._opaque = torch.zeros(N_CELL, dtype=dtype, device=dev)
         self._opaque[list(_OPAQUE)] = 1.0
-        self._wall = torch.nn.functional.one_hot(torch.tensor(WALL), N_CELL).to(dtype=dtype, device=dev)
+        self._wall_feats = torch.tensor([_TYPE_IDX[WALL], _FIXED_COLOR[WALL], 0, 0], dtype=dtype, device=dev)
+        self._is_agent = torch.zeros((VIEW, VIEW, 1), dtype=dtype, device=dev)
+        self._is_agent[VIEW // 2, VIEW - 1] = 1.0
         self._offsets = _view_offsets().to(dev)
         self._has_objects = self.spec.family == "doorkey"
 
@@ -509,39 +511,73 @@ class MiniGridTwin:
         with respect to the action is the difference of the views the actions lead to. A point mass gives exactly
         ``minigrid``'s observation. ``view`` is the module docstring's encoding with occlusion.
         """
-        grid = state.grid
+        grid, pose = state.grid, state.pose
         b, w, h, _ = grid.shape
-        x, y, d = self._candidates(state)  # (B, 5)
+        flat_pose = pose.flatten(1)
+        needs_grad = torch.is_grad_enabled() and any(f.requires_grad for f in (pose, grid, state.carry))
+        if not needs_grad and bool((flat_pose.amax(1) == 1).all()):
+            # a point mass without gradient: the expectation is the mode's view alone (same value, a fifth the work)
+            x, y, d = (v[:, None] for v in self.agent_pose(state))
+        else:
+            x, y, d = self._candidates(state)  # (B, 5)
         n_views = x.shape[1]
-        pad = VIEW - 1
-        padded = torch.nn.functional.pad(grid, [0, 0, pad, pad, pad, pad])
-        padded = padded + (padded.sum(-1, keepdim=True) == 0).to(self.dtype) * self._wall  # outside: walls
-        off = self._offsets[d]  # (B, 5, 7, 7, 2)
-        gx = x[:, :, None, None] + pad + off[..., 0]
-        gy = y[:, :, None, None] + pad + off[..., 1]
-        flat = (gx * (h + 2 * pad) + gy).reshape(b, n_views * VIEW * VIEW, 1).expand(-1, -1, N_CELL)
-        view = padded.reshape(b, -1, N_CELL).gather(1, flat).reshape(b, n_views, VIEW, VIEW, N_CELL)
-        color_b = state.color.to(self.dtype)[:, None, None, None]
-        obj = view @ self._type
-        col = view @ self._fixed_color + (view @ self._colored) * color_b
-        st = view @ self._state_idx
+        # Per-cell features, linear in the cell distribution: object, colour, state codes and see-behind.
+        colored = (grid @ self._colored) * state.color.to(self.dtype)[:, None, None]
+        feats = torch.stack(
+            [grid @ self._type, grid @ self._fixed_color + colored, grid @ self._state_idx, 1.0 - grid @ self._opaque],
+            -1,
+        )
+        off = self._offsets[d]  # (B, n_views, 7, 7, 2)
+        gx = x[:, :, None, None] + off[..., 0]
+        gy = y[:, :, None, None] + off[..., 1]
+        outside = ((gx < 0) | (gx >= w) | (gy < 0) | (gy >= h))[..., None]  # minigrid's slice: walls there
+        flat = (gx.clamp(0, w - 1) * h + gy.clamp(0, h - 1)).reshape(b, n_views * VIEW * VIEW, 1)
+        view = feats.reshape(b, -1, 4).gather(1, flat.expand(-1, -1, 4)).reshape(b, n_views, VIEW, VIEW, 4)
+        view = torch.where(outside, self._wall_feats, view)
         carry = state.carry
         # The agent's own cell shows what it carries (minigrid's gen_obs_grid): a key, else empty.
         agent_code = torch.stack([1.0 + 4.0 * carry, carry * state.color.to(self.dtype), torch.zeros_like(carry)], -1)
-        code = torch.stack([obj, col, st], -1)  # (B, 5, 7, 7, 3)
-        is_agent = torch.zeros((VIEW, VIEW, 1), dtype=self.dtype, device=self.device)
-        is_agent[VIEW // 2, VIEW - 1] = 1.0
-        code = code * (1.0 - is_agent) + agent_code[:, None, None, None, :] * is_agent
+        code = view[..., :3] * (1.0 - self._is_agent) + agent_code[:, None, None, None, :] * self._is_agent
         if not self.spec.see_through_walls:
-            see_behind = (1.0 - view @ self._opaque).reshape(b * n_views, VIEW, VIEW)
-            code = code * self._visibility(see_behind).reshape(b, n_views, VIEW, VIEW, 1)
-        flat_pose = state.pose.flatten(1)
+            code = code * self._visibility(view[..., 3].reshape(b * n_views, VIEW, VIEW)).reshape(
+                b, n_views, VIEW, VIEW, 1
+            )
+        if n_views == 1:
+            return code.reshape(b, OBS_DIM)
         p = flat_pose.gather(1, ((x * h + y) * 4 + d)[:, :4])  # (B, 4) mass on the candidates
         coef = torch.cat([p, (flat_pose.sum(1) - p.sum(1))[:, None]], 1)
         return (coef[:, :, None, None, None] * code).sum(1).reshape(b, OBS_DIM)
 
     def _visibility(self, see_behind: torch.Tensor) -> torch.Tensor:
-        """``Grid.process_vis`` on the view, with probabilities: (B, 7, 7) mask from (B, 7, 7) see-behind."""
+        """``Grid.process_vis`` on the view: (B, 7, 7) mask from (B, 7, 7) see-behind probabilities; boolean logic
+        when they are all 0 or 1, else ``a or b = a + b - a b`` and ``a and b = a b`` (the same on 0 and 1)."""
+        if bool(((see_behind == 0) | (see_behind == 1)).all()):
+            return self._visibility_hard(see_behind == 1).to(self.dtype)
+        return self._visibility_soft(see_behind)
+
+    @staticmethod
+    def _visibility_hard(see_behind: torch.Tensor) -> torch.Tensor:
+        sb = [[see_behind[:, i, j] for j in range(VIEW)] for i in range(VIEW)]
+        zero = torch.zeros_like(see_behind[:, 0, 0])
+        mask = [[zero for _ in range(VIEW)] for _ in range(VIEW)]
+        mask[VIEW // 2][VIEW - 1] = torch.ones_like(zero)
+        for j in reversed(range(VIEW)):
+            for i in range(VIEW - 1):
+                s = mask[i][j] & sb[i][j]
+                mask[i + 1][j] = mask[i + 1][j] | s
+                if j > 0:
+                    mask[i + 1][j - 1] = mask[i + 1][j - 1] | s
+                    mask[i][j - 1] = mask[i][j - 1] | s
+            for i in reversed(range(1, VIEW)):
+                s = mask[i][j] & sb[i][j]
+                mask[i - 1][j] = mask[i - 1][j] | s
+                if j > 0:
+                    mask[i - 1][j - 1] = mask[i - 1][j - 1] | s
+                    mask[i][j - 1] = mask[i][j - 1] | s
+        return torch.stack([torch.stack(col, -1) for col in mask], 1)
+
+    @staticmethod
+    def _visibility_soft(see_behind: torch.Tensor) -> torch.Tensor:
         sb = [[see_behind[:, i, j] for j in range(VIEW)] for i in range(VIEW)]
         zero = torch.zeros_like(see_behind[:, 0, 0])
         mask = [[zero for _ in range(VIEW)] for _ in range(VIEW)]
