@@ -1,0 +1,259 @@
+"""Benchmark: the MiniGrid twin's fidelity to ``minigrid`` and its throughput against ``minigrid``'s vector env.
+
+Fidelity (``fidelity``): for each id, ``--episodes`` random-action episodes (uniform over the 7 actions, numpy seed
+0) run in lock-step on ``--lanes`` real envs (``ImgObsWrapper`` + ``FlattenObservation``, reset with seeds 0, 1,
+2, ...) and one float64 twin batch whose rows are copied from the real envs at each reset
+(``envs.minigrid_twin.state_from_env``); every step compares the observation, reward, ``terminated`` and
+``truncated`` exactly. Reports steps compared and mismatches (steps, episodes).
+
+Throughput (``throughput``), at n environments:
+
+- ``minigrid``: ``gymnasium.vector.SyncVectorEnv`` of ``n`` wrapped envs (one process, its own autoreset) stepping
+  random actions; measured up to ``--gym-max`` envs (it is one Python loop over envs, so its steps/s do not depend
+  on n beyond a few envs; larger n use the figure at ``--gym-max``, marked ``*``);
+- ``twin fwd``: ``step`` + ``observe`` + ``reset_done`` under ``torch.no_grad()`` with random one-hot actions;
+- ``twin fwd+bwd``: a 16-step window with autograd on: the (16, n, 7) one-hot actions are a leaf requiring grad, the
+  loss is the sum of rewards plus a fixed random linear function of every observation (standing in for a value),
+  ``torch.autograd.grad`` w.r.t. the actions; then finished envs are re-drawn. One window = 16 n env steps.
+
+Each runner is warmed up and timed over a block of >= ``--min-time`` s; the runners alternate within each repeat
+and the median over ``--repeats`` is reported, with the ratio twin / minigrid. Torch runs on 1 intra-op thread.
+
+Run ``python bench/bench_minigrid.py fidelity`` and ``python bench/bench_minigrid.py throughput``. Prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from envs.minigrid_twin import MINIGRID_IDS, MiniGridState, MiniGridTwin, cat_states, state_from_env  # noqa: E402
+
+FIDELITY_IDS = (
+    "MiniGrid-Empty-5x5-v0",
+    "MiniGrid-Empty-Random-6x6-v0",
+    "MiniGrid-Empty-8x8-v0",
+    "MiniGrid-DoorKey-5x5-v0",
+    "MiniGrid-DoorKey-8x8-v0",
+    "MiniGrid-LavaGapS5-v0",
+    "MiniGrid-LavaGapS7-v0",
+    "MiniGrid-FourRooms-v0",
+)
+SIZES = (1, 64, 1024, 4096, 16384, 65536)
+WINDOW = 16
+
+
+def wrapped(env_id: str) -> gym.Env:  # type: ignore[type-arg]
+    """``gymnasium.make(env_id)`` with ``ImgObsWrapper`` + ``FlattenObservation``, as ``agents.evaluation`` makes it."""
+    from gymnasium.wrappers import FlattenObservation
+    from minigrid.wrappers import ImgObsWrapper
+
+    env = gym.make(env_id)
+    if not isinstance(env.observation_space, gym.spaces.Box):  # not already wrapped by agents.evaluation
+        env = FlattenObservation(ImgObsWrapper(env))
+    return env
+
+
+def _replace_row(state: MiniGridState, i: int, row: MiniGridState) -> MiniGridState:
+    return MiniGridState(*(torch.cat([f[:i], r, f[i + 1 :]]) for f, r in zip(state, row, strict=True)))
+
+
+def fidelity(env_id: str, episodes: int, lanes: int) -> dict[str, float]:
+    """Lock-step comparison over ``episodes`` random-action episodes; returns counts."""
+    lanes = min(lanes, episodes)
+    real = [wrapped(env_id) for _ in range(lanes)]
+    twin = MiniGridTwin(env_id, dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    next_seed = 0
+    for e in real:
+        e.reset(seed=next_seed)
+        next_seed += 1
+    state = cat_states([state_from_env(e, torch.float64) for e in real])
+    active = [True] * lanes
+    bad_episode = [False] * lanes
+    steps = mismatched_steps = finished = bad_episodes = 0
+    while any(active):
+        actions = rng.integers(0, 7, size=lanes)
+        state, reward, terminated, truncated = twin.step(
+            state, torch.nn.functional.one_hot(torch.as_tensor(actions), 7).double()
+        )
+        obs = twin.observe(state).numpy()
+        for i, e in enumerate(real):
+            if not active[i]:
+                continue
+            o, r, te, tr, _ = e.step(int(actions[i]))
+            steps += 1
+            same = (
+                np.array_equal(obs[i], o)
+                and float(reward[i]) == r
+                and (bool(terminated[i]), bool(truncated[i])) == (te, tr)
+            )
+            if not same:
+                mismatched_steps += 1
+                bad_episode[i] = True
+            if te or tr or not same:
+                finished += 1
+                bad_episodes += bad_episode[i]
+                bad_episode[i] = False
+                if next_seed < episodes:
+                    e.reset(seed=next_seed)
+                    next_seed += 1
+                    state = _replace_row(state, i, state_from_env(e, torch.float64))
+                else:
+                    active[i] = False
+    return {"episodes": finished, "steps": steps, "mismatched_steps": mismatched_steps, "bad_episodes": bad_episodes}
+
+
+class GymRunner:
+    def __init__(self, env_id: str, n: int) -> None:
+        self.venv = gym.vector.SyncVectorEnv([lambda: wrapped(env_id) for _ in range(n)])
+        self.venv.reset(seed=0)
+        self.rng = np.random.default_rng(0)
+        self.pool = [self.rng.integers(0, 7, size=n) for _ in range(16)]
+        self.n, self.k = n, 0
+
+    def run(self, iters: int) -> int:
+        for _ in range(iters):
+            self.venv.step(self.pool[self.k % 16])
+            self.k += 1
+        return iters * self.n
+
+
+class TwinForward:
+    def __init__(self, env_id: str, n: int) -> None:
+        self.twin = MiniGridTwin(env_id)
+        self.gen = torch.Generator().manual_seed(0)
+        self.state = self.twin.reset(n, self.gen)
+        self.pool = [
+            torch.nn.functional.one_hot(torch.randint(0, 7, (n,), generator=self.gen), 7).float() for _ in range(16)
+        ]
+        self.n, self.k = n, 0
+
+    def run(self, iters: int) -> int:
+        with torch.no_grad():
+            for _ in range(iters):
+                self.state, _, te, tr = self.twin.step(self.state, self.pool[self.k % 16])
+                self.twin.observe(self.state)
+                self.state = self.twin.reset_done(self.state, te | tr, self.gen)
+                self.k += 1
+        return iters * self.n
+
+
+class TwinBackward(TwinForward):
+    def __init__(self, env_id: str, n: int) -> None:
+        super().__init__(env_id, n)
+        self.value = torch.randn(147, generator=self.gen) / 147
+
+    def run(self, iters: int) -> int:
+        for _ in range(iters):
+            idx = torch.randint(0, 7, (WINDOW, self.n), generator=self.gen)
+            actions = torch.nn.functional.one_hot(idx, 7).float().requires_grad_(True)
+            state, loss = self.state, torch.zeros(())
+            for t in range(WINDOW):
+                state, r, te, tr = self.twin.step(state, actions[t])
+                loss = loss + r.sum() + (self.twin.observe(state) @ self.value).sum()
+                state = self.twin.reset_done(state, te | tr, self.gen)
+            torch.autograd.grad(loss, actions)
+            self.state = MiniGridState(*(f.detach() for f in state))
+        return iters * WINDOW * self.n
+
+
+def timed(runner: GymRunner | TwinForward, iters: int) -> float:
+    t0 = time.perf_counter()
+    steps = runner.run(iters)
+    return steps / (time.perf_counter() - t0)
+
+
+def calibrate(runner: GymRunner | TwinForward, min_time: float) -> int:
+    iters = 1
+    while True:
+        t0 = time.perf_counter()
+        runner.run(iters)
+        if time.perf_counter() - t0 >= min_time:
+            return iters
+        iters *= 2
+
+
+def fmt(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["fidelity", "throughput"])
+    p.add_argument(
+        "--ids", nargs="+", default=None, help="env ids (default: fidelity FIDELITY_IDS, throughput DoorKey-5x5)"
+    )
+    p.add_argument("--episodes", type=int, default=1000, help="fidelity: episodes per id (default 1,000)")
+    p.add_argument("--lanes", type=int, default=64, help="fidelity: real envs stepped side by side")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    p.add_argument("--gym-max", type=int, default=1024, help="throughput: largest minigrid vector env measured")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--min-time", type=float, default=0.5)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    import agents.evaluation  # noqa: F401  (the same wrapped envs as training and evaluation)
+
+    if args.what == "fidelity":
+        ids = args.ids or list(FIDELITY_IDS)
+        print("| id | episodes | steps compared | mismatched steps | episodes with a mismatch | seconds |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for env_id in ids:
+            t0 = time.perf_counter()
+            res = fidelity(env_id, args.episodes, args.lanes)
+            print(
+                f"| {env_id} | {res['episodes']:,} | {res['steps']:,} | {res['mismatched_steps']} | "
+                f"{res['bad_episodes']} | {time.perf_counter() - t0:.0f} |",
+                flush=True,
+            )
+        return
+    ids = args.ids or ["MiniGrid-DoorKey-5x5-v0"]
+    for env_id in ids:
+        if env_id not in MINIGRID_IDS:
+            raise SystemExit(f"--ids: {env_id!r} has no twin; ids with one: {', '.join(MINIGRID_IDS)}")
+        print(f"\n{env_id} (env steps/s, median of {args.repeats}; ratio twin / minigrid)\n")
+        print("| n envs | minigrid | twin fwd | ratio | twin fwd+bwd | ratio |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        gym_rate = float("nan")
+        for n in args.sizes:
+            runners: dict[str, Callable[[], GymRunner | TwinForward]] = {
+                "fwd": lambda n=n, e=env_id: TwinForward(e, n),
+                "bwd": lambda n=n, e=env_id: TwinBackward(e, n),
+            }
+            if n <= args.gym_max:
+                runners["gym"] = lambda n=n, e=env_id: GymRunner(e, n)
+            built = {k: make() for k, make in runners.items()}
+            iters = {k: calibrate(r, args.min_time) for k, r in built.items()}
+            rates: dict[str, list[float]] = {k: [] for k in built}
+            for rep in range(args.repeats):
+                keys = list(built)
+                keys = keys[rep % len(keys) :] + keys[: rep % len(keys)]
+                for k in keys:
+                    rates[k].append(timed(built[k], iters[k]))
+            med = {k: statistics.median(v) for k, v in rates.items()}
+            star = ""
+            if "gym" in med:
+                gym_rate = med["gym"]
+            else:
+                star = "*"
+            print(
+                f"| {n:,} | {fmt(gym_rate)}{star} | {fmt(med['fwd'])} | {med['fwd'] / gym_rate:,.1f} | "
+                f"{fmt(med['bwd'])} | {med['bwd'] / gym_rate:,.1f} |",
+                flush=True,
+            )
+            del built
+
+
+if __name__ == "__main__":
+    main()
