@@ -550,8 +550,9 @@ class MiniGridTwin:
 
     def _visibility(self, see_behind: torch.Tensor) -> torch.Tensor:
         """``Grid.process_vis`` on the view: (B, 7, 7) mask from (B, 7, 7) see-behind probabilities; boolean logic
-        when they are all 0 or 1, else ``a or b = a + b - a b`` and ``a and b = a b`` (the same on 0 and 1)."""
-        if bool(((see_behind == 0) | (see_behind == 1)).all()):
+        when they are all 0 or 1 and need no gradient, else ``a or b = a + b - a b`` and ``a and b = a b`` (the same
+        on 0 and 1)."""
+        if not see_behind.requires_grad and bool(((see_behind == 0) | (see_behind == 1)).all()):
             return self._visibility_hard(see_behind == 1).to(self.dtype)
         return self._visibility_soft(see_behind)
 
