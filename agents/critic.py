@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,16 @@ class CriticConfig(Config):
     the normalised units), ``N`` the visits so far to the next state's cell (0: none). Recomputed at every
     sample, so it shrinks as the cell is visited. Cells: the observation itself for Discrete spaces, else a
     SimHash of ``hash_bits`` random hyperplanes through the standardised observation (Tang et al. 2017)."""
+    episodic_bonus: bool = False
+    """How the bonus's value is learned. False: by two more critic members of their own, ``Q_int``, whose target
+    follows each env copy *through* episode ends into the next episode and never stops at a termination
+    (``y_int = sum_k gamma^k b_{t+k} + gamma^m V_int(s_{t+m})``, ``s_{t+m}`` the reset observation after a
+    termination), as RND's intrinsic returns; the actor maximises ``Q + Q_int``. True: the bonus is added to the
+    replayed rewards and cut by terminations like them (one critic pair). See the module docstring for why."""
+    optimism: float = 1.0
+    """Weight of the optimism for untried actions, ``U(s, a) = optimism * beta / sqrt(N(s, a) + 1)`` with ``N(s, a)``
+    the tries of action ``a`` in the cell of ``s`` (0: none): added to the bonus's action values in the actor's loss
+    and in its target's next-state value (with ``episodic_bonus`` to the return's)."""
     hash_bits: int = 16
     """Bits of the SimHash that groups Box observations into ``2^hash_bits`` cells for the visit counts."""
 
@@ -166,7 +177,9 @@ class CriticConfig(Config):
         check_fraction("target_entropy", self.target_entropy)
         check_bool("soft_target", self.soft_target)
         check_bool("normalize_reward", self.normalize_reward)
+        check_bool("episodic_bonus", self.episodic_bonus)
         check_positive("explore_bonus", self.explore_bonus, allow_zero=True)
+        check_positive("optimism", self.optimism, allow_zero=True)
         check_positive("hash_bits", self.hash_bits, integer=True)
         if self.hash_bits > MAX_HASH_BITS:
             raise ValueError(f"hyperparameter hash_bits must be at most {MAX_HASH_BITS}, got {self.hash_bits!r}")
@@ -268,13 +281,29 @@ def soft_q_target(
     one-hot (N, n)) -> (members, N)``; ``policy_logits_next`` (B, n); ``features_next`` (B, d); ``reward``,
     ``discount``, ``terminated`` (B,); ``alpha`` a scalar tensor. Returns (B,).
     """
-    batch, n_act = policy_logits_next.shape
-    every_action = torch.eye(n_act, device=features_next.device).repeat(batch, 1)  # (B * n, n)
-    q_next = critic_target(features_next.repeat_interleave(n_act, 0), every_action).amin(0).view(batch, n_act)
-    v_next = (torch.softmax(policy_logits_next, -1) * q_next).sum(-1)
+    v_next = policy_value(critic_target, policy_logits_next, features_next)
     if soft:
         v_next = v_next + alpha * categorical_entropy(policy_logits_next)
     return reward + discount * (1.0 - terminated) * v_next
+
+
+@torch.no_grad()
+def policy_value(
+    critic: nn.Module,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    members: slice = slice(None),
+    extra: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``V(s) = sum_a pi(a|s) min_{i in members} Q_i(s, e_a)`` (no gradient), every action evaluated: ``critic(features
+    (N, d), one-hot (N, n)) -> (all members, N)``, ``logits`` (B, n), ``features`` (B, d); ``members`` selects the
+    ensemble members minimised over; ``extra`` (B, n), if given, is added to the action values. Returns (B,)."""
+    batch, n_act = logits.shape
+    every_action = torch.eye(n_act, device=features.device).repeat(batch, 1)  # (B * n, n)
+    q = critic(features.repeat_interleave(n_act, 0), every_action)[members].amin(0).view(batch, n_act)
+    if extra is not None:
+        q = q + extra
+    return (torch.softmax(logits, -1) * q).sum(-1)
 
 
 def critic_loss(
@@ -298,9 +327,14 @@ def pathwise_actor_loss(
     gumbel_k: int,
     generator: torch.Generator | None,
     alpha: torch.Tensor,
+    streams: int = 1,
+    action_bonus: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor's loss ``-mean_b [min_i Q_i(s_b, a~_b) + alpha H(pi(.|s_b))]``, ``a~ = sample_action(logits,
-    estimator, tau)``, and the per-state entropy ``H`` (B,).
+    estimator, tau)``, and the per-state entropy ``H`` (B,). With ``streams > 1`` the members split into that many
+    equal consecutive groups (value streams: extrinsic, intrinsic) and ``min_i Q_i`` becomes the sum over groups
+    of each group's minimum. ``action_bonus`` (B, n), if given, adds ``a~ . action_bonus`` (linear in the action,
+    so its gradient is exactly ``action_bonus``).
 
     The critic is held fixed (evaluated with detached parameters: none of them receives a gradient), so the
     gradient reaches ``logits`` only through the estimator's action and the exact entropy. ``logits`` (B, n),
@@ -308,7 +342,10 @@ def pathwise_actor_loss(
     """
     action = sample_action(logits, estimator, tau, k=gumbel_k, generator=generator, validate=False)
     fixed = {name: p.detach() for name, p in critic.named_parameters()}
-    q = torch.func.functional_call(critic, fixed, (features, action)).amin(0)
+    q = torch.func.functional_call(critic, fixed, (features, action))
+    q = q.view(streams, -1, q.shape[-1]).amin(1).sum(0)
+    if action_bonus is not None:
+        q = q + (action * action_bonus).sum(-1)
     h = categorical_entropy(logits)
     return -(q + alpha.detach() * h).mean(), h
 
@@ -317,6 +354,48 @@ def temperature_loss(log_alpha: torch.Tensor, entropy: torch.Tensor, target_entr
     """SAC's temperature loss ``log_alpha * (mean H - target)``: its gradient ``H - target`` shrinks alpha while
     the entropy (B,) is above its target (nats) and grows it below. Only ``log_alpha`` receives a gradient."""
     return log_alpha * (entropy.detach().mean() - target_entropy)
+
+
+def n_step_return(
+    buffer: ReplayBuffer,
+    slots: torch.Tensor,
+    n_step: int,
+    gamma: float,
+    reward_fn: Callable[[torch.Tensor], torch.Tensor],
+    continuing: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n-step returns from the stored transitions ``slots`` (long, (B,)), each env copy followed for up to
+    ``n_step`` transitions, ``R = sum_k gamma^k reward_fn(slot_{t+k})``; transitions not written yet stop it.
+
+    Episodic (``continuing=False``): as ``ReplayBuffer.sample``, an episode's end stops it. Continuing: it goes on
+    *across* episode ends (the copy's next stored transition after a reset starts its next episode), so nothing is
+    terminal -- a return that is not cut by terminations, as RND's intrinsic one.
+
+    Returns ``(R, discount, bootstrap observation, terminated)``, shapes (B,), (B,), one stored observation per row
+    (as ``buffer.obs``), (B,): ``discount = gamma^m`` for the ``m`` transitions followed; the bootstrap observation
+    is the next observation of the last one -- continuing, the observation the copy was reset to where that one
+    ended its episode and the copy's next transition is stored (a terminal observation has no value of its own
+    in a continuing task); ``terminated`` that of the last one (episodic) or all 0 (continuing)."""
+    cap, stride = buffer.capacity, buffer.stride
+    newer = (buffer.pos - 1 - slots) % cap  # transitions written after each slot (the ring's newest is pos - 1)
+    reward = reward_fn(slots).clone()
+    last, followed = slots, torch.ones(len(slots), device=slots.device)
+    alive = torch.ones_like(slots, dtype=torch.bool) if continuing else ~buffer.done[slots]
+    for k in range(1, n_step):
+        alive = alive & (newer >= k * stride)
+        j = (slots + k * stride) % cap
+        reward = reward + (gamma**k) * reward_fn(j) * alive
+        last = torch.where(alive, j, last)
+        followed = followed + alive
+        if not continuing:
+            alive = alive & ~buffer.done[j]
+    discount = torch.pow(torch.full_like(followed, gamma), followed)
+    if not continuing:
+        return reward, discount, buffer.next_obs[last], buffer.terminated[last]
+    reset = buffer.done[last] & ((buffer.pos - 1 - last) % cap >= stride)
+    shape = (-1,) + (1,) * (buffer.obs.dim() - 1)
+    boot = torch.where(reset.view(shape), buffer.obs[(last + stride) % cap], buffer.next_obs[last])
+    return reward, discount, boot, torch.zeros_like(discount)
 
 
 # ---- exploration: reward scale and visit counts ------------------------------------------------------------
@@ -336,6 +415,13 @@ def simhash(x: torch.Tensor, planes: torch.Tensor, offsets: torch.Tensor) -> tor
     return (bits << torch.arange(planes.shape[0], device=x.device)).sum(-1)
 
 
+def untried_bonus(pair_counts: torch.Tensor, scale: float) -> torch.Tensor:
+    """The optimism ``U(s, a) = scale / sqrt(N(s, a) + 1)`` of state-action visit counts (any shape): largest,
+    ``scale``, for an action never tried in that cell, so that an untried action looks worth trying although no
+    transition of it was ever stored (the critic's value of it is only a generalisation from the tried ones)."""
+    return scale * (pair_counts.to(torch.float32) + 1.0).rsqrt()
+
+
 def count_bonus(counts: torch.Tensor, beta: float) -> torch.Tensor:
     """The exploration bonus ``beta / sqrt(max(N, 1))`` of visit counts ``N`` (any shape): it shrinks as
     ``1 / sqrt(N)``, the width of a confidence interval after ``N`` samples (MBIE-EB, Strehl & Littman 2008)."""
@@ -351,7 +437,9 @@ class VisitCounts:
     :func:`simhash` with ``bits`` hyperplanes of random unit directions and N(0, 1) offsets drawn from ``seed``.
     """
 
-    def __init__(self, discrete: bool, obs_dim: int, bits: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self, discrete: bool, obs_dim: int, bits: int, seed: int, device: torch.device, n_actions: int = 0
+    ) -> None:
         self.discrete = discrete
         gen = torch.Generator().manual_seed(seed)
         planes = torch.randn(bits, obs_dim, generator=gen)
@@ -360,6 +448,8 @@ class VisitCounts:
         self.mean = torch.zeros(obs_dim, device=device)
         self.std = torch.ones(obs_dim, device=device)
         self.counts = torch.zeros(obs_dim if discrete else 2**bits, dtype=torch.int32, device=device)
+        self.pairs = torch.zeros(len(self.counts), n_actions, dtype=torch.int32, device=device)
+        """Visits of (cell, action) pairs (cells, n_actions), counted by :meth:`add_pairs` (none when 0 actions)."""
 
     def fit(self, obs: torch.Tensor) -> None:
         """Standardise later Box observations (N, obs_dim) by these ones' mean and std (floored at 1e-3)."""
@@ -375,15 +465,25 @@ class VisitCounts:
         """Count one visit to each observation's cell."""
         self.counts.index_add_(0, self.cells(obs), torch.ones(len(obs), dtype=torch.int32, device=obs.device))
 
+    def add_pairs(self, obs: torch.Tensor, actions: torch.Tensor) -> None:
+        """Count one try of each action (long, (B,), from 0) in its observation's cell."""
+        flat = self.cells(obs) * self.pairs.shape[1] + actions
+        ones = torch.ones(len(actions), dtype=torch.int32, device=actions.device)
+        self.pairs.view(-1).index_add_(0, flat, ones)
+
+    def pair_counts(self, obs: torch.Tensor) -> torch.Tensor:
+        """``N(cell(s), a)`` for every action of each observation: (B, n_actions) int32."""
+        return self.pairs[self.cells(obs)]
+
     def bonus(self, obs: torch.Tensor, beta: float) -> torch.Tensor:
         """:func:`count_bonus` of each observation's cell (B,)."""
         return count_bonus(self.counts[self.cells(obs)], beta)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "std": self.std, "counts": self.counts}
+        return {"mean": self.mean, "std": self.std, "counts": self.counts, "pairs": self.pairs}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for key in ("mean", "std", "counts"):
+        for key in ("mean", "std", "counts", "pairs"):
             setattr(self, key, state[key].to(self.counts.device))
 
 
@@ -413,8 +513,10 @@ class CriticAgent(Agent):
         self.action_start = self.envs.action_start
         self.policy = self._make_policy(obs_space, act_space, self.estimator, self.schedule(0), cfg.gumbel_k)
         n_act = self.policy.n_actions
+        # Value streams: the return (members 0, 1) and, with a continuing bonus, the bonus's value (members 2, 3).
+        self.streams = 2 if cfg.explore_bonus > 0 and not cfg.episodic_bonus else 1
         self.critic = EnsembleQ(
-            self.policy.obs_dim, n_act, cfg.critic_arch, cfg.critic_activation, head=cfg.critic_head
+            self.policy.obs_dim, n_act, cfg.critic_arch, cfg.critic_activation, n=2 * self.streams, head=cfg.critic_head
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_params = list(self.policy.parameters())
@@ -439,7 +541,9 @@ class CriticAgent(Agent):
         self.reward_scale = 1.0
         self.visits: VisitCounts | None = None
         if cfg.explore_bonus > 0:
-            self.visits = VisitCounts(self.buffer.discrete, self.policy.obs_dim, cfg.hash_bits, self.seed, self.device)
+            self.visits = VisitCounts(
+                self.buffer.discrete, self.policy.obs_dim, cfg.hash_bits, self.seed, self.device, n_act
+            )
         self.envs.reset()
 
     def _features(self, stored: torch.Tensor) -> torch.Tensor:
@@ -462,6 +566,7 @@ class CriticAgent(Agent):
         slots = self.buffer.add(t.obs, t.actions - self.action_start, t.rewards, t.next_obs, t.terminated, t.done)
         if self.visits is not None and self.statistics_fixed:
             self.visits.add(self.buffer.next_obs[slots])
+            self.visits.add_pairs(self.buffer.obs[slots], self.buffer.action[slots])
         return self.config.n_envs
 
     # ---- learning ------------------------------------------------------------------------------------------
@@ -492,14 +597,27 @@ class CriticAgent(Agent):
         if self.visits is not None:
             self.visits.fit(self.buffer.next_obs[:n])
             self.visits.add(self.buffer.next_obs[:n])
+            self.visits.add_pairs(self.buffer.obs[:n], self.buffer.action[:n])
         self.statistics_fixed = True
 
     def _reward(self, slots: torch.Tensor) -> torch.Tensor:
-        """The reward learned from (B,): the stored one in the normalised unit, plus the exploration bonus."""
+        """The reward learned from (B,): the stored one in the normalised unit, plus the exploration bonus when it
+        shares the return's value (``episodic_bonus``)."""
         reward = self.buffer.reward[slots] * self.reward_scale
-        if self.visits is not None:
-            reward = reward + self.visits.bonus(self.buffer.next_obs[slots], self.config.explore_bonus)
+        if self.visits is not None and self.streams == 1:
+            reward = reward + self._bonus(slots)
         return reward
+
+    def _optimism(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The optimism term ``U(s, .)`` (B, n_actions) of stored observations, or None without one."""
+        if self.visits is None or self.config.optimism == 0:
+            return None
+        return untried_bonus(self.visits.pair_counts(obs), self.config.optimism * self.config.explore_bonus)
+
+    def _bonus(self, slots: torch.Tensor) -> torch.Tensor:
+        """The exploration bonus of the stored transitions ``slots`` (B,), from their next observation's count."""
+        assert self.visits is not None
+        return self.visits.bonus(self.buffer.next_obs[slots], self.config.explore_bonus)
 
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
         opt.zero_grad(set_to_none=True)
@@ -512,26 +630,61 @@ class CriticAgent(Agent):
         """One critic update, an actor (and alpha) update every ``policy_delay``, then the Polyak step."""
         cfg = self.config
         plain = self.visits is None and self.reward_scale == 1.0
-        batch = self.buffer.sample(
-            cfg.batch_size, self.generator, cfg.n_step, cfg.gamma, None if plain else self._reward
-        )
-        f, f_next = self._features(batch.obs), self._features(batch.next_obs)
+        if self.streams == 1:
+            batch = self.buffer.sample(
+                cfg.batch_size, self.generator, cfg.n_step, cfg.gamma, None if plain else self._reward
+            )
+            obs, action = batch.obs, batch.action
+            r, discount, next_obs, terminated = batch.reward, batch.discount, batch.next_obs, batch.terminated
+        else:
+            slots = torch.randint(self.buffer.size, (cfg.batch_size,), device=self.device, generator=self.generator)
+            obs, action = self.buffer.obs[slots], self.buffer.action[slots]
+            r, discount, next_obs, terminated = n_step_return(
+                self.buffer, slots, cfg.n_step, cfg.gamma, self._reward, continuing=False
+            )
+        f, f_next = self._features(obs), self._features(next_obs)
         alpha = self.log_alpha.detach().exp()
 
         with torch.no_grad():
             logits_next = self.policy(f_next)
-        r, discount, terminated = batch.reward, batch.discount, batch.terminated
-        y = soft_q_target(self.critic_target, logits_next, f_next, r, discount, terminated, alpha, cfg.soft_target)
-        loss_q, q = critic_loss(self.critic, f, self.eye[batch.action], y)
+        target = self.critic_target
+        if self.streams == 1:
+            y = soft_q_target(target, logits_next, f_next, r, discount, terminated, alpha, cfg.soft_target)
+        else:  # the return's members regress y, the bonus's members their continuing target
+            ext = slice(0, 2)
+            v_next = policy_value(target, logits_next, f_next, ext)
+            if cfg.soft_target:
+                v_next = v_next + alpha * categorical_entropy(logits_next)
+            y_ext = r + discount * (1.0 - terminated) * v_next
+            r_int, discount_int, boot, _ = n_step_return(
+                self.buffer, slots, cfg.n_step, cfg.gamma, self._bonus, continuing=True
+            )
+            f_boot = self._features(boot)
+            with torch.no_grad():
+                v_int = policy_value(target, self.policy(f_boot), f_boot, slice(2, 4), self._optimism(boot))
+            y_int = r_int + discount_int * v_int
+            y = torch.stack([y_ext, y_ext, y_int, y_int])
+        loss_q, q = critic_loss(self.critic, f, self.eye[action], y)
         self._step(self.critic_opt, loss_q, self.critic_params)
         self.n_updates += 1
-        stats = {"train/critic_loss": loss_q.detach(), "train/q_mean": q.mean()}
+        stats = {"train/critic_loss": loss_q.detach(), "train/q_mean": q[:2].mean()}
         if self.visits is not None:
-            stats["train/explore_bonus"] = self.visits.bonus(batch.next_obs, cfg.explore_bonus).mean()
+            stats["train/explore_bonus"] = self.visits.bonus(next_obs, cfg.explore_bonus).mean()
+        if self.streams == 2:
+            stats["train/q_bonus_mean"] = q[2:].mean()
 
         if self.n_updates % cfg.policy_delay == 0:
             loss_pi, h = pathwise_actor_loss(
-                self.critic, self.policy(f), f, self.estimator, tau, cfg.gumbel_k, self.generator, alpha
+                self.critic,
+                self.policy(f),
+                f,
+                self.estimator,
+                tau,
+                cfg.gumbel_k,
+                self.generator,
+                alpha,
+                self.streams,
+                self._optimism(obs),
             )
             self._step(self.actor_opt, loss_pi, self.actor_params)
             stats.update(
@@ -602,9 +755,12 @@ __all__ = [
     "VisitCounts",
     "categorical_entropy",
     "count_bonus",
+    "untried_bonus",
     "critic_loss",
     "initial_alpha",
+    "n_step_return",
     "pathwise_actor_loss",
+    "policy_value",
     "reward_scale",
     "simhash",
     "soft_q_target",
