@@ -372,6 +372,10 @@ class MiniGridTwin:
         self._is_agent = torch.zeros((VIEW, VIEW, 1), dtype=dtype, device=dev)
         self._is_agent[VIEW // 2, VIEW - 1] = 1.0
         self._offsets = _view_offsets().to(dev)
+        self._dir_vec = torch.tensor(DIR_TO_VEC, device=dev)
+        self._terminal_cell = torch.zeros(N_CELL, dtype=torch.bool, device=dev)
+        self._terminal_cell[[GOAL, LAVA]] = True
+        self._passable_cell = self._passable.bool()
         self._has_objects = self.spec.family == "doorkey"
 
     # --- reset -----------------------------------------------------------------------------------------------------
@@ -426,6 +430,69 @@ class MiniGridTwin:
                 f"(left, right, forward, pickup, drop, toggle, done); got {got}"
             )
         w = action.to(self.dtype)
+        needs_grad = torch.is_grad_enabled() and any(f.requires_grad for f in (pose, grid, carry, w))
+        if not needs_grad and self._is_point_mass(state, w):
+            return self._step_hard(state, w)
+        return self._step_soft(state, w)
+
+    def _is_point_mass(self, state: MiniGridState, w: torch.Tensor) -> bool:
+        """Whether ``w`` is one-hot and ``state`` a point mass (the case :meth:`_step_hard` computes)."""
+        return bool(
+            ((w == 0) | (w == 1)).all()
+            and (w.sum(1) == 1).all()
+            and (state.pose.flatten(1).amax(1) == 1).all()
+            and (state.grid.amax(-1) == 1).all()
+            and ((state.carry == 0) | (state.carry == 1)).all()
+        )
+
+    def _step_hard(
+        self, state: MiniGridState, w: torch.Tensor
+    ) -> tuple[MiniGridState, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_step_soft` for a point mass and one-hot actions, computed on indices (same values, several times
+        faster): ``minigrid``'s ``step`` written for a batch."""
+        b, w_, h, _ = state.grid.shape
+        ar = torch.arange(b, device=self.device)
+        act = w.argmax(1)
+        x, y, d = self.agent_pose(state)
+        cells = state.grid.argmax(-1)
+        carry = state.carry == 1
+        active = ~self._terminal_cell[cells[ar, x, y]]
+        vec = self._dir_vec[d]
+        fx, fy = (x + vec[:, 0]).clamp(0, w_ - 1), (y + vec[:, 1]).clamp(0, h - 1)
+        front = cells[ar, fx, fy]
+        is_a = [(act == i) & active for i in range(N_ACTIONS)]
+        moves = is_a[2] & self._passable_cell[front]
+        nd = torch.where(is_a[0], (d - 1) % 4, torch.where(is_a[1], (d + 1) % 4, d))
+        nx, ny = torch.where(moves, fx, x), torch.where(moves, fy, y)
+        pick = is_a[3] & (front == KEY) & ~carry
+        drop = is_a[4] & (front == EMPTY) & carry
+        unlock = is_a[5] & (front == LOCKED) & carry
+        opening = is_a[5] & (front == CLOSED)
+        closing = is_a[5] & (front == OPEN)
+        new_front = torch.where(pick, EMPTY, front)
+        new_front = torch.where(drop, KEY, new_front)
+        new_front = torch.where(unlock | opening, OPEN, new_front)
+        new_front = torch.where(closing, CLOSED, new_front)
+        cells = cells.clone()
+        cells[ar, fx, fy] = new_front
+        next_carry = ((carry | pick) & ~drop).to(self.dtype)
+        t = state.t + 1
+        factor = 1.0 - 0.9 * (t.to(torch.float64) / float(self.spec.max_steps))
+        reward = torch.where(moves & (front == GOAL), factor, 0.0).to(self.dtype)
+        terminated = self._terminal_cell[cells[ar, nx, ny]]
+        truncated = t >= self.spec.max_steps
+        prev = (x * h + y) * 4 + d
+        pose = torch.zeros_like(state.pose)
+        pose[ar, nx, ny, nd] = 1.0
+        grid = torch.nn.functional.one_hot(cells, N_CELL).to(self.dtype)
+        next_state = MiniGridState(pose, grid, next_carry, state.color, t, terminated | truncated, prev)
+        return next_state, reward, terminated, truncated
+
+    def _step_soft(
+        self, state: MiniGridState, w: torch.Tensor
+    ) -> tuple[MiniGridState, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The relaxed step of the module docstring, for any state and action weights (differentiable)."""
+        pose, grid, carry = state.pose, state.grid, state.carry
         terminal = grid[..., GOAL] + grid[..., LAVA]  # (B, W, H)
         active = pose * (1.0 - terminal)[..., None]
         absorbed = pose - active

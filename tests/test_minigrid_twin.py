@@ -48,11 +48,16 @@ def _replace_row(state: MiniGridState, i: int, row: MiniGridState) -> MiniGridSt
     return MiniGridState(*(torch.cat([f[:i], r, f[i + 1 :]]) for f, r in zip(state, row, strict=True)))
 
 
-@pytest.mark.parametrize("env_id", LOCKSTEP_IDS)
-def test_lockstep_with_minigrid(env_id: str) -> None:
+@pytest.mark.parametrize(
+    ("env_id", "differentiable"),
+    [(env_id, False) for env_id in LOCKSTEP_IDS] + [("MiniGrid-DoorKey-5x5-v0", True), ("MiniGrid-FourRooms-v0", True)],
+)
+def test_lockstep_with_minigrid(env_id: str, differentiable: bool) -> None:
     """Observations, rewards, terminated and truncated equal minigrid's exactly, step for step (float64), over 8
     seeded envs x 120 random actions, with fresh layouts after each episode end; the events that change the grid
-    (pickup, drop, unlock, open / close) and lava deaths happen along the way where the family has them."""
+    (pickup, drop, unlock, open / close) and lava deaths happen along the way where the family has them.
+    ``differentiable``: the actions require grad, so the relaxed step and the five-view observation run (else the
+    index fast path and one view)."""
     n_envs, n_steps = 8, 120
     envs_ = [_wrapped(env_id) for _ in range(n_envs)]
     twin = MiniGridTwin(env_id, dtype=torch.float64)
@@ -64,10 +69,10 @@ def test_lockstep_with_minigrid(env_id: str) -> None:
     for _ in range(n_steps):
         actions = rng.choice(7, size=n_envs, p=ACTION_P)
         before = state
-        state, reward, terminated, truncated = twin.step(
-            state, torch.nn.functional.one_hot(torch.as_tensor(actions), 7).double()
-        )
-        twin_obs = twin.observe(state).numpy()
+        action = torch.nn.functional.one_hot(torch.as_tensor(actions), 7).double().requires_grad_(differentiable)
+        state, reward, terminated, truncated = twin.step(state, action)
+        twin_obs = twin.observe(state).detach().numpy()
+        state, reward = MiniGridState(*(f.detach() for f in state)), reward.detach()
         for i, e in enumerate(envs_):
             o, r, te, tr, _ = e.step(int(actions[i]))
             assert np.array_equal(twin_obs[i], o)
@@ -193,3 +198,56 @@ def test_refused_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=r'pip install -e "\.\[minigrid\]"') as info:
         envs.make_differentiable("MiniGrid-DoorKey-5x5-v0")
     assert "\n" not in str(info.value)
+
+
+def test_optimal_returns_behind_the_thresholds() -> None:
+    """The tabled optimal mean returns are what ``optimal_return_stats`` computes (1,000 layouts, seed 0), the
+    thresholds sit 0.05 below them, and Empty-5x5's optimum is its 5-step path (1 - 0.9 * 5 / 100)."""
+    from agents.evaluation import COMPUTED_THRESHOLDS, MINIGRID_OPTIMAL_RETURNS
+    from envs.minigrid_twin import optimal_return_stats
+
+    assert set(MINIGRID_OPTIMAL_RETURNS) == set(MINIGRID_SPECS)
+    for env_id in ("MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0", "MiniGrid-LavaGapS5-v0"):
+        mean, _ = optimal_return_stats(env_id, 1000, 0)
+        assert mean == pytest.approx(MINIGRID_OPTIMAL_RETURNS[env_id], abs=1e-4)
+        assert COMPUTED_THRESHOLDS[env_id] == pytest.approx(MINIGRID_OPTIMAL_RETURNS[env_id] - 0.05, abs=1e-9)
+    assert MINIGRID_OPTIMAL_RETURNS["MiniGrid-Empty-5x5-v0"] == pytest.approx(1 - 0.9 * 5 / 100)
+
+
+def test_gym_make_gives_the_twin_observation() -> None:
+    """Once ``agents`` is imported, ``gymnasium.make`` of a MiniGrid id observes through ImgObsWrapper +
+    FlattenObservation (Box (147,) uint8) with the env's own max_steps as time limit, and the first observation
+    is the twin's."""
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("minigrid")
+    import agents.evaluation  # noqa: F401
+
+    env = gym.make("MiniGrid-DoorKey-6x6-v0")
+    assert env.observation_space.shape == (147,) and env.observation_space.dtype == np.uint8
+    assert env.spec.max_episode_steps == MINIGRID_SPECS["MiniGrid-DoorKey-6x6-v0"].max_steps
+    obs, _ = env.reset(seed=7)
+    twin = MiniGridTwin("MiniGrid-DoorKey-6x6-v0")
+    assert np.array_equal(twin.observe(state_from_env(env)).numpy()[0], obs)
+
+
+def test_env_spec_refuses_minigrid_ids_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.evaluation import env_spec
+
+    monkeypatch.setitem(sys.modules, "minigrid", None)
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[minigrid\]"'):
+        env_spec("MiniGrid-Empty-5x5-v0")
+
+
+def test_st_gumbel_learns_empty_5x5() -> None:
+    """st-gumbel through the twin, with the minigrid defaults, reaches Empty-5x5's threshold (100 greedy episodes
+    in the real env) within 20k env steps, at its optimum 0.955."""
+    pytest.importorskip("minigrid")
+    import agents
+    from agents.callbacks import StopTrainingOnSolved
+
+    torch.set_num_threads(1)
+    agent = agents.make_agent("st-gumbel", "MiniGrid-Empty-5x5-v0", seed=0)
+    agent.learn(20_000, callback=StopTrainingOnSolved())
+    assert agent.solved, agent.record[-1]
+    assert agent.solve_env_steps <= 20_000
+    assert agent.evaluate(episodes=10, seed=5).mean == pytest.approx(0.955, abs=1e-9)
