@@ -34,7 +34,8 @@ Rewards: ``w_forward * (mass entering a goal cell) * (1 - 0.9 * t' / max_steps)`
 ``t' = step_count`` after the step, computed in float64); ``terminated`` when the mass on goal / lava cells is at
 least ``1 - 1e-6``; ``truncated`` when ``t' >= max_steps`` -- as ``minigrid``, whether or not the step also
 terminated. Memory per env: ``12 * W * H + 1`` floats of state (1.2 kB for 5x5, 17 kB for FourRooms' 19x19 in
-float32).
+float32). When nothing needs a gradient and the state is a point mass acted on by one-hot actions, ``step`` and
+``observe`` take an index fast path with the same values (the tests run both against ``minigrid``).
 
 Observation (:meth:`MiniGridTwin.observe`), shape (batch, 147): exactly ``minigrid.wrappers.ImgObsWrapper``
 followed by ``gymnasium.wrappers.FlattenObservation`` -- the 7x7 egocentric view encoded as (object, colour, state)
