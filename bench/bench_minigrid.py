@@ -14,7 +14,8 @@ Throughput (``throughput``), at n environments:
 - ``twin fwd``: ``step`` + ``observe`` + ``reset_done`` under ``torch.no_grad()`` with random one-hot actions;
 - ``twin fwd+bwd``: a 16-step window with autograd on: the (16, n, 7) one-hot actions are a leaf requiring grad, the
   loss is the sum of rewards plus a fixed random linear function of every observation (standing in for a value),
-  ``torch.autograd.grad`` w.r.t. the actions; then finished envs are re-drawn. One window = 16 n env steps.
+  ``torch.autograd.grad`` w.r.t. the actions; then finished envs are re-drawn. One window = 16 n env steps. Up to
+  ``--bwd-max`` envs (the window's graph holds every intermediate: memory grows as 16 n).
 
 Each runner is warmed up and timed over a block of >= ``--min-time`` s; the runners alternate within each repeat
 and the median over ``--repeats`` is reported, with the ratio twin / minigrid. Torch runs on 1 intra-op thread.
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lanes", type=int, default=64, help="fidelity: real envs stepped side by side")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     p.add_argument("--gym-max", type=int, default=1024, help="throughput: largest minigrid vector env measured")
+    p.add_argument("--bwd-max", type=int, default=4096, help="throughput: largest batch for fwd+bwd (memory)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.5)
     args = p.parse_args(argv)
@@ -227,10 +229,9 @@ def main(argv: list[str] | None = None) -> None:
         print("|---:|---:|---:|---:|---:|---:|")
         gym_rate = float("nan")
         for n in args.sizes:
-            runners: dict[str, Callable[[], GymRunner | TwinForward]] = {
-                "fwd": lambda n=n, e=env_id: TwinForward(e, n),
-                "bwd": lambda n=n, e=env_id: TwinBackward(e, n),
-            }
+            runners: dict[str, Callable[[], GymRunner | TwinForward]] = {"fwd": lambda n=n, e=env_id: TwinForward(e, n)}
+            if n <= args.bwd_max:
+                runners["bwd"] = lambda n=n, e=env_id: TwinBackward(e, n)
             if n <= args.gym_max:
                 runners["gym"] = lambda n=n, e=env_id: GymRunner(e, n)
             built = {k: make() for k, make in runners.items()}
@@ -247,9 +248,9 @@ def main(argv: list[str] | None = None) -> None:
                 gym_rate = med["gym"]
             else:
                 star = "*"
+            bwd = f"{fmt(med['bwd'])} | {med['bwd'] / gym_rate:,.1f}" if "bwd" in med else "- | -"
             print(
-                f"| {n:,} | {fmt(gym_rate)}{star} | {fmt(med['fwd'])} | {med['fwd'] / gym_rate:,.1f} | "
-                f"{fmt(med['bwd'])} | {med['bwd'] / gym_rate:,.1f} |",
+                f"| {n:,} | {fmt(gym_rate)}{star} | {fmt(med['fwd'])} | {med['fwd'] / gym_rate:,.1f} | {bwd} |",
                 flush=True,
             )
             del built

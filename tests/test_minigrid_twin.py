@@ -13,6 +13,7 @@ from envs.minigrid_twin import (
     CLOSED,
     EMPTY,
     KEY,
+    LAVA,
     LOCKED,
     MINIGRID_SPECS,
     OPEN,
@@ -41,7 +42,10 @@ def _wrapped(env_id: str):  # type: ignore[no-untyped-def]
     from gymnasium.wrappers import FlattenObservation
     from minigrid.wrappers import ImgObsWrapper
 
-    return FlattenObservation(ImgObsWrapper(gym.make(env_id)))
+    env = gym.make(env_id)
+    if isinstance(env.observation_space, gym.spaces.Box):  # already wrapped (agents.evaluation is imported)
+        return env
+    return FlattenObservation(ImgObsWrapper(env))
 
 
 def _replace_row(state: MiniGridState, i: int, row: MiniGridState) -> MiniGridState:
@@ -251,3 +255,59 @@ def test_st_gumbel_learns_empty_5x5() -> None:
     assert agent.solved, agent.record[-1]
     assert agent.solve_env_steps <= 20_000
     assert agent.evaluate(episodes=10, seed=5).mean == pytest.approx(0.955, abs=1e-9)
+
+
+def _gap_rows(cells: torch.Tensor) -> tuple[int, ...]:
+    """FourRooms: the positions of the four gaps in the middle walls (x = 9 above / below, y = 9 left / right)."""
+    col, row = cells[9], cells[:, 9]
+    return (
+        int((col[:9] != 1).nonzero()[0]),
+        int((col[10:] != 1).nonzero()[0]),
+        int((row[:9] != 1).nonzero()[0]),
+        int((row[10:] != 1).nonzero()[0]),
+    )
+
+
+def _lava_gap(cells: torch.Tensor) -> tuple[int, int]:
+    """LavaGap: the lava column and the row of its gap."""
+    lx = int((cells == LAVA).any(1).nonzero()[0])
+    return lx, int((cells[lx, 1:-1] != LAVA).nonzero()[0]) + 1
+
+
+FEATURES = {
+    "MiniGrid-LavaGapS7-v0": [lambda c, x, y, d: _lava_gap(c)],
+    "MiniGrid-Empty-Random-6x6-v0": [lambda c, x, y, d: (x, y, d)],
+    "MiniGrid-FourRooms-v0": [
+        lambda c, x, y, d: _gap_rows(c)[:2],
+        lambda c, x, y, d: _gap_rows(c)[2:],
+        lambda c, x, y, d: (x // 5, y // 5, d),
+        lambda c, x, y, d: tuple(int(v) // 5 for v in (c == 2).nonzero()[0]),
+    ],
+}
+
+
+@pytest.mark.parametrize("env_id", list(FEATURES))
+def test_layout_distributions_match_minigrid(env_id: str) -> None:
+    """Chi-square (homogeneity) of layout features -- LavaGap's gap, Empty-Random's start pose, the FourRooms gaps,
+    coarse start pose and coarse goal cell -- between 800 minigrid resets and 800 twin layouts; p > 0.001 each."""
+    stats = pytest.importorskip("scipy.stats")
+    env = _wrapped(env_id)
+    twin = MiniGridTwin(env_id)
+    n = 800
+    real = []
+    for seed in range(n):
+        env.reset(seed=seed)
+        st = state_from_env(env)
+        real.append((st.grid[0].argmax(-1), *(int(v) for v in twin.agent_pose(st))))
+    cells, xs, ys, ds, _ = generate_layouts(MINIGRID_SPECS[env_id], n, torch.Generator().manual_seed(2))
+    generated = [(cells[i], int(xs[i]), int(ys[i]), int(ds[i])) for i in range(n)]
+    for feature in FEATURES[env_id]:
+        counts: list[dict[tuple[int, ...], int]] = [{}, {}]
+        for count, layouts in zip(counts, (real, generated), strict=True):
+            for layout in layouts:
+                key = feature(*layout)
+                count[key] = count.get(key, 0) + 1
+        keys = sorted(set(counts[0]) | set(counts[1]))
+        table = np.array([[c.get(k, 0) for k in keys] for c in counts])
+        _, p, _, _ = stats.chi2_contingency(table)
+        assert p > 1e-3, (env_id, keys, table)
