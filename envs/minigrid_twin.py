@@ -388,18 +388,13 @@ class MiniGridTwin:
     def reset_done(
         self, state: MiniGridState, done: torch.Tensor, generator: torch.Generator | None = None
     ) -> MiniGridState:
-        """``state`` with the envs where ``done`` ((batch,) bool) is True replaced by fresh layouts (out of place)."""
-        m = done.to(device=self.device, dtype=torch.bool)
-        fresh = self.reset(state.pose.shape[0], generator)
-        return MiniGridState(
-            torch.where(m[:, None, None, None], fresh.pose, state.pose),
-            torch.where(m[:, None, None, None], fresh.grid, state.grid),
-            torch.where(m, fresh.carry, state.carry),
-            torch.where(m, fresh.color, state.color),
-            torch.where(m, fresh.t, state.t),
-            torch.where(m, fresh.done, state.done),
-            torch.where(m, fresh.prev, state.prev),
-        )
+        """``state`` with the envs where ``done`` ((batch,) bool) is True replaced by fresh layouts (out of place:
+        the kept rows keep their gradients). Only the finished envs get layouts drawn (one host sync)."""
+        rows = done.to(device=self.device, dtype=torch.bool).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return state
+        fresh = self.reset(int(rows.numel()), generator)
+        return MiniGridState(*(f.index_put((rows,), g) for f, g in zip(state, fresh, strict=True)))
 
     # --- dynamics --------------------------------------------------------------------------------------------------
     def step(

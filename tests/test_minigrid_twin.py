@@ -311,3 +311,20 @@ def test_layout_distributions_match_minigrid(env_id: str) -> None:
         table = np.array([[c.get(k, 0) for k in keys] for c in counts])
         _, p, _, _ = stats.chi2_contingency(table)
         assert p > 1e-3, (env_id, keys, table)
+
+
+def test_reset_done_replaces_only_finished_rows_and_keeps_gradients() -> None:
+    twin = MiniGridTwin("MiniGrid-DoorKey-6x6-v0", dtype=torch.float64)
+    gen = torch.Generator().manual_seed(4)
+    state = twin.reset(6, gen)
+    w = torch.softmax(torch.randn(6, 7, generator=gen, dtype=torch.float64), -1).requires_grad_(True)
+    nxt, *_ = twin.step(state, w)
+    done = torch.tensor([True, False, False, True, False, False])
+    out = twin.reset_done(nxt, done, gen)
+    for f, g in zip(out, nxt, strict=True):
+        assert torch.equal(f[~done], g[~done])
+    assert (out.t[done] == 0).all() and (out.pose[done].flatten(1).amax(1) == 1).all()
+    weights = torch.rand(out.pose.shape, generator=gen, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out.pose * weights).sum(), w)
+    assert grad[~done].abs().sum() > 0 and grad[done].abs().sum() == 0
+    assert twin.reset_done(out, torch.zeros(6, dtype=torch.bool), gen) is out
