@@ -14,8 +14,18 @@ Gumbel estimator. Per gradient step, on a replayed batch (``e_a``: the one-hot o
   ``discount = gamma``; with ``n_step > 1``, ``R`` sums up to that many discounted replayed rewards of the episode
   and ``discount = gamma^m`` for the ``m`` steps followed (``agents.replay``). ``Q_targ`` are Polyak averages of
   the critics (rate ``polyak``). Truncated transitions bootstrap; terminated ones do not.
+- The bonus's value (``explore_bonus > 0``, ``episodic_bonus=False``; :func:`n_step_return`, :func:`untried_bonus`):
+  two more members ``Q_int_i`` learn the count bonus ``b = beta / sqrt(N(s'))`` as a *continuing* task, each env
+  copy followed across episode ends, and nothing terminal:
+
+      y_int = sum_{k<m} gamma^k b_{t+k} + gamma^m V_int(s_{t+m}),
+      V_int(s) = sum_a pi(a|s) [min_i Q_int_targ_i(s, e_a) + U(s, a)],   U(s, a) = optimism * beta / sqrt(N(s, a) + 1)
+
+  (``s_{t+m}`` the observation the copy was reset to when the window ends on an episode's end, ``N(s, a)`` the
+  tries of ``a`` in the cell of ``s``); the return's members then regress ``y`` with the stored rewards alone.
 - Actor (:func:`pathwise_actor_loss`, the ``GumbelPolicy``): ``-min_i Q_i(s, a~) - alpha H(pi(.|s))`` with
-  ``a~ = sample_action(logits, estimator, tau)``. The critic is held fixed, so the policy's gradient comes only
+  ``a~ = sample_action(logits, estimator, tau)``; with the bonus's value ``-[min_i Q_i(s, a~) + min_i Q_int_i(s, a~)
+  + a~ . U(s, .)] - alpha H``. The critic is held fixed, so the policy's gradient comes only
   through the action ``a~`` (the estimator) and the exact categorical entropy ``H``. The temperature ``tau``
   follows a ``gumbel_rl.schedules`` schedule over env steps.
 - Entropy weight ``alpha`` (``ent_coef``; :func:`temperature_loss`): fixed, or learned as in SAC so that ``H``
@@ -43,6 +53,32 @@ One generic set of defaults for every environment (issue 12). What it needed, me
   the concat critic, 0.5 after 12k with this one).
 - ``soft_target=False``: with a learned alpha SAC's soft target ran away on CartPole, where episodes end on mistakes
   (see the field note).
+- The bonus's value across episode ends (``episodic_bonus=False``): with the bonus added to the rewards, CliffWalking-v1
+  (seed 0, 20k steps) never reached the goal: every training episode ran into the 1,000-step limit at a return of
+  exactly -1000 (never the cliff, never the goal) and ``Q`` stayed positive (+0.5 to +8), because the bonus
+  (0.04-0.1 per step in the normalised unit) outweighed the step cost (-0.032): living paid, and the goal's
+  termination, which also ends every future bonus, was the worst action there. A bonus whose return is not cut by
+  terminations (RND's non-episodic intrinsic return, Burda et al. 2019) removes that penalty; alone it still
+  left 20 of 20 episodes at -1000 in 20k steps.
+- Optimism for untried actions (``optimism``): the visit counts after 6k steps showed why -- the two cells next to
+  the goal never entered (N = 0) beside cells visited 81 times. The bonus pays a transition only once it is stored,
+  and the critic's value of an action never tried is a generalisation from the tried ones (there lower: ``Q_int``
+  7.3 against 9.6 at visited cells), so the policy never tried "down" there. ``U(s, a)`` values an untried
+  action at ``beta`` more than a well-tried one, exactly and per cell (MBIE-EB's bonus on the state-action count),
+  in the actor's loss and in ``V_int``. With both: the goal first reached at 4-6k steps, 245 of the 249 episodes
+  of the first 12k steps ended at it.
+
+Measured with these defaults (``st-gumbel-critic``, one seed each unless stated, greedy = 20 greedy episodes;
+solved = the 100-episode check; short runs, not the suite's budgets), before -> after the last two changes:
+CartPole-v1 seeds 0, 1: solved at 6k steps each (before: 10 of 10 seeds, median 8.2k); Acrobot-v1: solved at 3k
+(-87.6; before -77 to -85 at 2.5k); gumbel_rl/FourRooms-11x11-v0: solved at 4k (0.832; before stuck at 0.81);
+FrozenLake-v1: greedy 0.20 / 0.75 (100 episodes: 0.62) / 0.50 / 0.35 at 4k / 8k / 12k / 16k, not solved (threshold
+0.70; before 0.5 at 12k); CliffWalking-v1: greedy -17 / -15 / -17 at 6k / 10k / 12k, not solved (threshold -13,
+the optimum; before -1000). What remains on the last two: the greedy policy is the exploring one (the actor
+maximises ``Q + Q_int + U``), and in Cliff's normalised unit a step costs 0.032 while the bonus's action gaps are
+larger, so the two-step detour along the cliff's far side is not resolved; bootstrapping the return from the
+greedy action (Q-learning's max, to value the evaluated policy) did not help (Cliff greedy -17 / -1000 at 10k /
+12k, FrozenLake 0.30 at 16k) and a lower ``target_entropy`` (0.2) neither (FrozenLake 0.50, Cliff -1000 at 12k).
 
 Environments: ``n_envs`` copies in an ``agents.real_envs.SeededVectorEnv`` (autoreset disabled, one seed per
 episode), so every stored transition is a real (s, a, r, s') of one episode, with ``s'`` the true final

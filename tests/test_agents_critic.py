@@ -19,12 +19,16 @@ from agents.critic import (
     categorical_entropy,
     count_bonus,
     critic_loss,
+    n_step_return,
     pathwise_actor_loss,
+    policy_value,
     reward_scale,
     simhash,
     soft_q_target,
     temperature_loss,
+    untried_bonus,
 )
+from agents.replay import ReplayBuffer
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
@@ -174,6 +178,85 @@ def test_visit_counts_discrete_and_box() -> None:
     again.load_state_dict(box.state_dict())
     assert torch.equal(again.cells(data), box.cells(data)) and torch.equal(again.counts, box.counts)
     assert len(set(box.cells(data).tolist())) > 50  # the hash spreads the data over many cells
+
+
+def _chain_buffer() -> ReplayBuffer:
+    """One copy, six transitions of a 10-state chain: episode A = (0->1, 1->2 terminated), episode B = (5->6,
+    6->7 truncated), episode C = (8->9, 9->3) still running. Reward of slot k: k + 1."""
+    buf = ReplayBuffer(16, gym.spaces.Discrete(10), torch.device("cpu"))
+    obs, nxt = [0, 1, 5, 6, 8, 9], [1, 2, 6, 7, 9, 3]
+    term, done = [0, 1, 0, 0, 0, 0], [0, 1, 0, 1, 0, 0]
+    buf.add(np.array(obs), np.zeros(6), np.arange(1.0, 7.0), np.array(nxt), np.array(term), np.array(done))
+    return buf
+
+
+def test_n_step_return_episodic_is_the_buffers_and_continuing_crosses_episode_ends() -> None:
+    """gamma 0.5, n = 3, rewards k + 1 at slot k. Episodic: stops at a termination (no bootstrap) or a truncation
+    (bootstrap from its final observation), as ReplayBuffer.sample. Continuing: goes on into the next episode and
+    never terminates; ending on a done transition whose successor is stored, it bootstraps from the reset
+    observation; the newest transitions stop both."""
+    buf = _chain_buffer()
+    slots = torch.tensor([0, 1, 2, 3, 4, 5])
+    rew = lambda j: buf.reward[j]  # noqa: E731
+    r, disc, boot, term = n_step_return(buf, slots, 3, 0.5, rew, continuing=False)
+    assert r.tolist() == pytest.approx([1 + 0.5 * 2, 2, 3 + 0.5 * 4, 4, 5 + 0.5 * 6, 6])
+    assert disc.tolist() == [0.25, 0.5, 0.25, 0.5, 0.25, 0.5]
+    assert boot.tolist() == [2, 2, 7, 7, 3, 3] and term.tolist() == [1, 1, 0, 0, 0, 0]
+    gen = torch.Generator().manual_seed(3)
+    drawn = torch.randint(buf.size, (64,), generator=gen)
+    sample = buf.sample(64, torch.Generator().manual_seed(3), 3, 0.5)
+    r, disc, boot, term = n_step_return(buf, drawn, 3, 0.5, rew, continuing=False)
+    assert torch.equal(r, sample.reward) and torch.equal(disc, sample.discount)
+    assert torch.equal(boot, sample.next_obs) and torch.equal(term, sample.terminated)
+    r, disc, boot, term = n_step_return(buf, slots, 3, 0.5, rew, continuing=True)
+    assert r.tolist() == pytest.approx([1 + 1 + 0.75, 2 + 1.5 + 1, 3 + 2 + 1.25, 4 + 2.5 + 1.5, 5 + 3, 6])
+    assert disc.tolist() == [0.125, 0.125, 0.125, 0.125, 0.25, 0.5] and not term.any()
+    # slot 0 ends on 5->6 (not done): 6; slot 1 on the truncated 6->7, successor stored: the reset observation 8.
+    assert boot.tolist() == [6, 8, 9, 3, 3, 3]
+
+
+def test_untried_bonus_by_hand() -> None:
+    """scale / sqrt(N + 1): the full scale for an untried action, scale / 2 after three tries."""
+    u = untried_bonus(torch.tensor([[0, 3], [8, 99]], dtype=torch.int32), 2.0)
+    assert u.flatten().tolist() == pytest.approx([2.0, 1.0, 2.0 / 3.0, 0.2]) and u.dtype == torch.float32
+
+
+def test_visit_counts_pairs() -> None:
+    """(cell, action) tries counted per observation cell; restored by the state dict."""
+    cpu = torch.device("cpu")
+    grid = VisitCounts(True, 4, bits=8, seed=0, device=cpu, n_actions=3)
+    grid.add_pairs(torch.tensor([0, 0, 2, 0]), torch.tensor([1, 1, 0, 2]))
+    assert grid.pair_counts(torch.tensor([0, 2, 3])).tolist() == [[0, 2, 1], [1, 0, 0], [0, 0, 0]]
+    box = VisitCounts(False, 2, bits=6, seed=0, device=cpu, n_actions=2)
+    x = torch.tensor([[0.3, -1.0], [0.3, -1.0], [5.0, 5.0]])
+    box.add_pairs(x, torch.tensor([0, 0, 1]))
+    assert box.pair_counts(x[:1]).tolist() == [[2, 0]] and box.pairs.shape == (64, 2) and box.pairs.sum() == 3
+    again = VisitCounts(False, 2, bits=6, seed=0, device=cpu, n_actions=2)
+    again.load_state_dict(box.state_dict())
+    assert torch.equal(again.pairs, box.pairs)
+
+
+def test_policy_value_members_and_extra() -> None:
+    """V = sum_a pi(a) (min over the chosen members Q_i(s, a) + extra_a): members 0 and 1 -> min (1, 0);
+    member 1 alone -> (2, 0); extra (0, 4) adds 0.75 * 4."""
+    critic = BilinearQ(TWO_CRITICS.clone())
+    logits, s = PI.log().expand(1, 2), torch.ones(1, 1)
+    assert policy_value(critic, logits, s).item() == pytest.approx(0.25)
+    assert policy_value(critic, logits, s, slice(1, 2)).item() == pytest.approx(0.5)
+    assert policy_value(critic, logits, s, extra=torch.tensor([[0.0, 4.0]])).item() == pytest.approx(3.25)
+
+
+def test_pathwise_actor_loss_streams_and_action_bonus() -> None:
+    """Four members = two streams of two: the value is min(Q_1, Q_2) + min(Q_3, Q_4) at the greedy action, plus
+    the action bonus of that action; the bonus's gradient into a straight-through action is the bonus itself."""
+    m = torch.cat([TWO_CRITICS, torch.tensor([[[5.0, 1.0]], [[4.0, 2.0]]])])  # stream 2: min = (4, 1)
+    critic = BilinearQ(m)
+    logits = PI.log().expand(1, 2)  # greedy action 1
+    bonus = torch.tensor([[10.0, 0.5]])
+    loss, _ = pathwise_actor_loss(critic, logits, torch.ones(1, 1), "argmax", 1.0, 10, None, torch.tensor(0.0), 2)
+    assert loss.item() == pytest.approx(-(0.0 + 1.0))
+    args = (critic, logits, torch.ones(1, 1), "argmax", 1.0, 10, None, torch.tensor(0.0), 2, bonus)
+    assert pathwise_actor_loss(*args)[0].item() == pytest.approx(-(0.0 + 1.0 + 0.5))
 
 
 def test_per_action_head_is_linear_in_the_action() -> None:
@@ -364,6 +447,19 @@ def test_checkpoint_resume_is_exact(tmp_path) -> None:
     assert torch.equal(a["running"], b["running"]) and a["recent"] == b["recent"] and a["episodes"] == b["episodes"]
 
 
+def test_bonus_value_stream_and_pair_counts_in_the_agent() -> None:
+    """Default: the bonus has its own two critic members (4 in all), reported as train/q_bonus_mean, and every env
+    step counts one (cell, action) try; episodic_bonus=True keeps one pair of members and no such metric."""
+    agent = make_agent("st-gumbel-critic", EMPTY, seed=0, **FAST).learn(600)
+    assert agent.streams == 2 and agent.critic.weights[0].shape[0] == 4
+    assert "train/q_bonus_mean" in agent.record[-1] and agent.visits.pairs.sum().item() == 600
+    single = make_agent("st-gumbel-critic", EMPTY, seed=0, episodic_bonus=True, **FAST).learn(600)
+    assert single.streams == 1 and single.critic.weights[0].shape[0] == 2
+    assert "train/q_bonus_mean" not in single.record[-1]
+    plain = make_agent("st-gumbel-critic", EMPTY, seed=0, explore_bonus=0.0, **FAST)
+    assert plain.streams == 1 and plain.visits is None
+
+
 def test_metrics_named_with_prefixes_and_close_twice() -> None:
     agent = make_agent("st-gumbel-critic", EMPTY, seed=0, ent_coef=0.2, **FAST)
     with agent:
@@ -412,6 +508,8 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
         ({"normalize_reward": 1}, "normalize_reward"),
         ({"explore_bonus": -1.0}, "explore_bonus"),
         ({"hash_bits": 0}, "hash_bits"),
+        ({"optimism": -1.0}, "optimism"),
+        ({"episodic_bonus": "no"}, "episodic_bonus"),
         ({"hash_bits": 40}, "hash_bits"),
         ({"critic_head": "dueling"}, "critic_head"),
     ],
