@@ -20,7 +20,7 @@ MiniGrid (``minigrid``, the ``minigrid`` extra): importing this module makes ``g
 twin (``envs.MINIGRID_IDS``) return the env wrapped in :data:`MINIGRID_OBS_WRAPPERS` -- the observation the twin's
 ``observe`` reproduces -- with ``max_episode_steps`` set to the env's own ``max_steps``
 (:func:`install_minigrid_wrappers`), so that every method (twin methods evaluating, REINFORCE, the critic family,
-SB3) sees the same observations. Their "solved" thresholds are computed (:data:`COMPUTED_THRESHOLDS`).
+SB3) sees the same observations. Their "solved" thresholds are computed (:data:`MINIGRID_THRESHOLDS`).
 """
 
 from __future__ import annotations
@@ -72,14 +72,16 @@ MINIGRID_OPTIMAL_RETURNS: dict[str, float] = {
     "MiniGrid-LavaGapS7-v0": 0.9522,
 }
 
-COMPUTED_THRESHOLDS: dict[str, float] = {
-    "CliffWalking-v1": -13.0,
-    **{env_id: round(ret - MINIGRID_THRESHOLD_MARGIN, 4) for env_id, ret in MINIGRID_OPTIMAL_RETURNS.items()},
+MINIGRID_THRESHOLDS: dict[str, float] = {
+    env_id: round(ret - MINIGRID_THRESHOLD_MARGIN, 4) for env_id, ret in MINIGRID_OPTIMAL_RETURNS.items()
 }
+"""``reward_threshold`` of the MiniGrid ids with a twin (``minigrid`` registers none): the mean optimal return over
+generated layouts (:data:`MINIGRID_OPTIMAL_RETURNS`) minus :data:`MINIGRID_THRESHOLD_MARGIN`."""
+
+COMPUTED_THRESHOLDS: dict[str, float] = {"CliffWalking-v1": -13.0}
 """``reward_threshold`` of ids Gymnasium registers without one. CliffWalking-v1: its optimal return, -13 (value
 iteration on its exact model under the default time limit, checked by a test; the env is deterministic, so a greedy
-optimal policy scores exactly that and no margin is needed). MiniGrid ids: the mean optimal return over generated
-layouts (:data:`MINIGRID_OPTIMAL_RETURNS`) minus :data:`MINIGRID_THRESHOLD_MARGIN`."""
+optimal policy scores exactly that and no margin is needed)."""
 
 MINIGRID_OBS_WRAPPERS = "minigrid.wrappers.ImgObsWrapper + gymnasium.wrappers.FlattenObservation"
 """The observation of every MiniGrid env made by ``gymnasium.make`` once this module is imported: the 7x7x3
@@ -170,14 +172,16 @@ def env_spec(env_id: str) -> EnvSpec:
 
 
 def reward_threshold(env_id: str) -> float | None:
-    """The ``reward_threshold`` registered for ``env_id``, else the one in :data:`COMPUTED_THRESHOLDS`, else None;
-    ``module:id`` ids import ``module`` (:func:`env_spec`).
+    """The ``reward_threshold`` registered for ``env_id``, else the one in :data:`COMPUTED_THRESHOLDS` or
+    :data:`MINIGRID_THRESHOLDS`, else None; ``module:id`` ids import ``module`` (:func:`env_spec`).
 
     Raises:
         ValueError: an unknown id or unimportable module.
     """
     spec = env_spec(env_id)
-    return spec.reward_threshold if spec.reward_threshold is not None else COMPUTED_THRESHOLDS.get(spec.id)
+    if spec.reward_threshold is not None:
+        return spec.reward_threshold
+    return COMPUTED_THRESHOLDS.get(spec.id, MINIGRID_THRESHOLDS.get(spec.id))
 
 
 def make_kwargs(env_id: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -207,14 +208,16 @@ def test_refused_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_optimal_returns_behind_the_thresholds() -> None:
     """The tabled optimal mean returns are what ``optimal_return_stats`` computes (1,000 layouts, seed 0), the
     thresholds sit 0.05 below them, and Empty-5x5's optimum is its 5-step path (1 - 0.9 * 5 / 100)."""
-    from agents.evaluation import COMPUTED_THRESHOLDS, MINIGRID_OPTIMAL_RETURNS
+    from agents.evaluation import MINIGRID_OPTIMAL_RETURNS, MINIGRID_THRESHOLDS, reward_threshold
     from envs.minigrid_twin import optimal_return_stats
 
     assert set(MINIGRID_OPTIMAL_RETURNS) == set(MINIGRID_SPECS)
     for env_id in ("MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0", "MiniGrid-LavaGapS5-v0"):
         mean, _ = optimal_return_stats(env_id, 1000, 0)
         assert mean == pytest.approx(MINIGRID_OPTIMAL_RETURNS[env_id], abs=1e-4)
-        assert COMPUTED_THRESHOLDS[env_id] == pytest.approx(MINIGRID_OPTIMAL_RETURNS[env_id] - 0.05, abs=1e-9)
+        assert MINIGRID_THRESHOLDS[env_id] == pytest.approx(MINIGRID_OPTIMAL_RETURNS[env_id] - 0.05, abs=1e-9)
+        if importlib.util.find_spec("minigrid") is not None:
+            assert reward_threshold(env_id) == MINIGRID_THRESHOLDS[env_id]
     assert MINIGRID_OPTIMAL_RETURNS["MiniGrid-Empty-5x5-v0"] == pytest.approx(1 - 0.9 * 5 / 100)
 
 
