@@ -53,7 +53,7 @@ episode: 5.6 on Empty-5x5 and FourRooms, 13.9 on DoorKey-5x5)."""
 
 # Mean optimal return ``1 - 0.9 * n* / max_steps`` over 1,000 layouts from the twin's generator (seed 0), n* the
 # shortest solution by breadth-first search (envs.minigrid_twin.optimal_return_stats); standard deviation over layouts
-# 0 for the fixed Empty maps, 0.004-0.012 for the others, 0.066 for FourRooms. Recompute one with
+# 0 for the fixed Empty maps, 0.002-0.012 for the others, 0.066 for FourRooms. Recompute one with
 # python -c "from envs.minigrid_twin import *; print(optimal_return_stats('MiniGrid-DoorKey-5x5-v0'))"
 MINIGRID_OPTIMAL_RETURNS: dict[str, float] = {
     "MiniGrid-DoorKey-16x16-v0": 0.9881,
@@ -67,9 +67,17 @@ MINIGRID_OPTIMAL_RETURNS: dict[str, float] = {
     "MiniGrid-Empty-Random-5x5-v0": 0.9694,
     "MiniGrid-Empty-Random-6x6-v0": 0.9726,
     "MiniGrid-FourRooms-v0": 0.8520,
+    "MiniGrid-LavaCrossingS11N5-v0": 0.9596,
+    "MiniGrid-LavaCrossingS9N1-v0": 0.9605,
+    "MiniGrid-LavaCrossingS9N2-v0": 0.9555,
+    "MiniGrid-LavaCrossingS9N3-v0": 0.9538,
     "MiniGrid-LavaGapS5-v0": 0.9459,
     "MiniGrid-LavaGapS6-v0": 0.9484,
     "MiniGrid-LavaGapS7-v0": 0.9522,
+    "MiniGrid-SimpleCrossingS11N5-v0": 0.9596,
+    "MiniGrid-SimpleCrossingS9N1-v0": 0.9605,
+    "MiniGrid-SimpleCrossingS9N2-v0": 0.9555,
+    "MiniGrid-SimpleCrossingS9N3-v0": 0.9538,
 }
 
 MINIGRID_THRESHOLDS: dict[str, float] = {

@@ -1,4 +1,5 @@
-"""Differentiable, batched torch twin of Farama's MiniGrid (``minigrid`` 3.x): Empty, DoorKey, LavaGap, FourRooms.
+"""Differentiable, batched torch twin of Farama's MiniGrid (``minigrid`` 3.x): Empty, DoorKey, LavaGap, FourRooms,
+LavaCrossing and SimpleCrossing.
 
 Every environment of a batch has its own layout, generated in torch with the distribution of ``minigrid``'s
 ``_gen_grid`` (:meth:`MiniGridTwin.reset`) or copied from a real env (:func:`state_from_env`, for lock-step checks).
@@ -82,10 +83,11 @@ EXTRA_HINT = 'MiniGrid ids need the minigrid extra: pip install -e ".[minigrid]"
 class MiniGridSpec:
     """What the twin needs of a ``minigrid`` id: its generator family, size and ``MiniGridEnv`` settings."""
 
-    family: str  # "empty", "empty-random", "doorkey", "lavagap", "fourrooms"
+    family: str  # "empty", "empty-random", "doorkey", "lavagap", "fourrooms", "lavacrossing", "simplecrossing"
     size: int
     max_steps: int
     see_through_walls: bool
+    num_crossings: int = 0
 
 
 def _specs() -> dict[str, MiniGridSpec]:
@@ -98,6 +100,9 @@ def _specs() -> dict[str, MiniGridSpec]:
     for s in (5, 6, 7):
         specs[f"MiniGrid-LavaGapS{s}-v0"] = MiniGridSpec("lavagap", s, 4 * s * s, False)
     specs["MiniGrid-FourRooms-v0"] = MiniGridSpec("fourrooms", 19, 100, False)
+    for s, n in ((9, 1), (9, 2), (9, 3), (11, 5)):
+        specs[f"MiniGrid-LavaCrossingS{s}N{n}-v0"] = MiniGridSpec("lavacrossing", s, 4 * s * s, False, n)
+        specs[f"MiniGrid-SimpleCrossingS{s}N{n}-v0"] = MiniGridSpec("simplecrossing", s, 4 * s * s, False, n)
     return specs
 
 
@@ -202,6 +207,10 @@ def generate_layouts(
         left[ar, x, y] = False
         kx, ky = _uniform_cell(left, generator)
         cells[ar, kx, ky] = KEY
+    elif spec.family in ("lavacrossing", "simplecrossing"):
+        cells = _crossing(cells, spec, generator)
+        x = torch.ones(batch, dtype=torch.long, device=dev)
+        y, d = x.clone(), torch.zeros_like(x)
     elif spec.family == "fourrooms":
         half = s // 2
         cells[:, half, :] = WALL
@@ -219,6 +228,62 @@ def generate_layouts(
     else:  # pragma: no cover - MINIGRID_SPECS holds only the families above
         raise ValueError(f"unknown MiniGrid family {spec.family!r}")
     return cells, x, y, d, color
+
+
+def _crossing(cells: torch.Tensor, spec: MiniGridSpec, gen: torch.Generator | None) -> torch.Tensor:
+    """``CrossingEnv._gen_grid`` for a batch: ``num_crossings`` rivers drawn without replacement among the vertical
+    (x = 2, 4, ...) and horizontal (y = 2, 4, ...) candidates, a uniformly shuffled path of crossings from the top-left
+    room to the goal's, and one uniform gap per crossing in the wall of the room being left."""
+    b, s, _ = cells.shape
+    dev = cells.device
+    ar = torch.arange(b, device=dev)
+    obstacle = LAVA if spec.family == "lavacrossing" else WALL
+    cells[:, s - 2, s - 2] = GOAL
+    pos = torch.arange(2, s - 2, 2, device=dev)  # candidate river positions, the same list for both orientations
+    n_cand = 2 * len(pos)
+    order = torch.rand((b, n_cand), generator=gen, dtype=torch.float64, device=dev).argsort(1)
+    chosen = torch.zeros((b, n_cand), dtype=torch.bool, device=dev)
+    chosen[ar[:, None], order[:, : spec.num_crossings]] = True
+    vert, horz = chosen[:, : len(pos)], chosen[:, len(pos) :]  # vertical rivers: columns x; horizontal: rows y
+    inner = torch.arange(s, device=dev)
+    inside = (inner >= 1) & (inner <= s - 2)
+    col = (vert[:, :, None] & (inner[None, None, :] == pos[None, :, None])).any(1)  # (B, s): x is a river column
+    row = (horz[:, :, None] & (inner[None, None, :] == pos[None, :, None])).any(1)
+    river = (col[:, :, None] & inside[None, None, :]) | (row[:, None, :] & inside[None, :, None])
+    cells = cells.masked_fill(river, obstacle)
+    big = s - 1  # padding of the sorted river lists: limits[k] = s - 1 beyond the last river
+    lim_v = torch.cat(
+        [
+            torch.zeros((b, 1), dtype=torch.long, device=dev),
+            torch.where(vert, pos, big).sort(1).values,
+            torch.full((b, 1), big, dtype=torch.long, device=dev),
+        ],
+        1,
+    )
+    lim_h = torch.cat(
+        [
+            torch.zeros((b, 1), dtype=torch.long, device=dev),
+            torch.where(horz, pos, big).sort(1).values,
+            torch.full((b, 1), big, dtype=torch.long, device=dev),
+        ],
+        1,
+    )
+    n_h_moves = vert.sum(1)  # one horizontal move across each vertical river
+    steps = spec.num_crossings
+    keys = torch.rand((b, steps), generator=gen, dtype=torch.float64, device=dev).argsort(1)
+    is_h = keys < n_h_moves[:, None]  # a uniform arrangement of n_h_moves h's among the path's steps
+    room_i = torch.zeros(b, dtype=torch.long, device=dev)
+    room_j = torch.zeros(b, dtype=torch.long, device=dev)
+    for k in range(steps):
+        h_move = is_h[:, k]
+        lo_x, hi_x = lim_v.gather(1, room_i[:, None])[:, 0] + 1, lim_v.gather(1, (room_i + 1)[:, None])[:, 0]
+        lo_y, hi_y = lim_h.gather(1, room_j[:, None])[:, 0] + 1, lim_h.gather(1, (room_j + 1)[:, None])[:, 0]
+        gx = torch.where(h_move, hi_x, _randint(lo_x, hi_x, b, gen, dev))
+        gy = torch.where(h_move, _randint(lo_y, hi_y, b, gen, dev), hi_y)
+        cells[ar, gx, gy] = EMPTY
+        room_i = room_i + h_move.long()
+        room_j = room_j + (~h_move).long()
+    return cells
 
 
 def layouts_to_state(

@@ -32,6 +32,8 @@ LOCKSTEP_IDS = [
     "MiniGrid-DoorKey-8x8-v0",
     "MiniGrid-LavaGapS6-v0",
     "MiniGrid-FourRooms-v0",
+    "MiniGrid-LavaCrossingS9N2-v0",
+    "MiniGrid-SimpleCrossingS11N5-v0",
 ]
 # Random actions biased to forward, with every action (pickup, drop, toggle, done included) possible.
 ACTION_P = [0.15, 0.15, 0.4, 0.1, 0.05, 0.1, 0.05]
@@ -97,7 +99,7 @@ def test_lockstep_with_minigrid(env_id: str, differentiable: bool) -> None:
         assert bool(((state.pose == 0) | (state.pose == 1)).all() and ((state.grid == 0) | (state.grid == 1)).all())
     if "DoorKey-5x5" in env_id:
         assert min(events["pickup"], events["drop"], events["unlock"], events["open_close"], events["goal"]) > 0
-    if "LavaGap" in env_id:
+    if "LavaGap" in env_id or "LavaCrossing" in env_id:
         assert events["lava"] > 0
     if "Empty-5x5" in env_id:
         assert events["goal"] > 0
@@ -280,6 +282,11 @@ def _lava_gap(cells: torch.Tensor) -> tuple[int, int]:
 FEATURES = {
     "MiniGrid-LavaGapS7-v0": [lambda c, x, y, d: _lava_gap(c)],
     "MiniGrid-Empty-Random-6x6-v0": [lambda c, x, y, d: (x, y, d)],
+    "MiniGrid-LavaCrossingS9N1-v0": [lambda c, x, y, d: tuple(c.flatten().tolist())],
+    "MiniGrid-SimpleCrossingS9N2-v0": [
+        lambda c, x, y, d: (tuple((c[:, 4] == 1).tolist()), tuple((c[4] == 1).tolist())),
+        lambda c, x, y, d: tuple((c[2] == 1).tolist()) + tuple((c[:, 2] == 1).tolist()),
+    ],
     "MiniGrid-FourRooms-v0": [
         lambda c, x, y, d: _gap_rows(c)[:2],
         lambda c, x, y, d: _gap_rows(c)[2:],
