@@ -20,16 +20,19 @@ discrete actions). One iteration (Dreamer / MBPO style):
 
    - pathwise actor: ``shac_window`` and ``shac_actor_loss``, ``J = sum_t gamma^t w_t r~_t + gamma^H w_H V(s_H)``
      with ``r~ = r + model_bonus * bonus`` (the exploration bonus, see ``agents.world_model``); the gradient flows
-     through the estimator's actions, the model's dynamics, rewards and continuations.
+     through the estimator's actions, the model's dynamics, rewards and continuations. The loss is
+     ``L = -mean_b J / H - alpha mean_{t,b} B(s_t)`` with the regulariser ``B(s) = mean_a log pi(a|s)`` (the
+     log-barrier, see below; ``policy_regulariser="entropy"``: ``B = H(pi(.|s))``, SHAC's entropy term).
    - score-function actor (``reinforce-model``): the same window without a graph (hard sampled actions; nothing
-     flows through the model), ``L = -mean_t w_t [log pi(a_t | s_t) A_t + ent_coef H(pi(.|s_t))]`` with
-     ``A_t = (G_t - V(s_t)) / max(1, P95(G) - P5(G))`` (DreamerV3's return normalisation).
+     flows through the model), ``L = -mean_t w_t log pi(a_t | s_t) A_t - alpha mean_t B(s_t)`` with
+     ``A_t = (G_t - V(s_t)) / max(1, P95(G) - P5(G))`` (DreamerV3's return normalisation; with the entropy as
+     ``B`` it is weighted by ``w_t`` as the score term).
    - critic: ``V`` (an MLP for ``Box`` observations, a table for ``Discrete`` ones: see ``critic_arch``) regresses,
      ``critic_epochs`` full-batch Adam steps per window, the imagined TD(lambda) targets
      ``G_t = r~_t + gamma c_t ((1 - lambda) V(s_{t+1}) + lambda G_{t+1})`` (:func:`imagination_lambda_returns`,
      ``agents.returns.lambda_returns`` with a soft continuation), weighted by ``w_t``.
 
-Entropy and exploration, one generic setting (measured with ``st-gumbel-model``, seed 0):
+Entropy, the policy's regulariser and exploration, one generic setting (measured with ``st-gumbel-model``):
 
 - The entropy weight ``alpha`` is learned (``ent_coef="auto"``, SAC's ``agents.critic.temperature_loss``) so that
   the imagined policy's entropy tracks ``target_entropy * log(n)``; ``reinforce-model`` uses the same weight. With
@@ -39,6 +42,17 @@ Entropy and exploration, one generic setting (measured with ``st-gumbel-model``,
   gradient could move it again (0.01: greedy never reached the goal in 20k; 0.03: collapsed too; 0.1: near
   uniform, greedy 0.818 at 11k, under the 0.821 threshold). A fixed weight means something else on every reward
   scale and at every stage of learning; a target entropy means the same everywhere.
+- What ``alpha`` weighs is the log-barrier ``mean_a log pi(a|s)`` (:func:`log_barrier`, ``policy_regulariser``),
+  not the entropy (``alpha`` is still learned from the entropy). The entropy's gradient in a logit vanishes with
+  that action's probability, and the policy is one network over all states: an action that it learns to avoid
+  where it is catastrophic is turned off everywhere and can never come back. On ``CliffWalking-v1`` (-100 for a
+  step off the edge, which runs along the start's row) the entropy-regularised policy put logits of -6 to -8 on
+  "right" and "down" in every cell against +5 on "up" and "left", while the model's values said "right" along
+  the edge and "down" into the goal (the model had seen both): the greedy policy never reached the goal (seed 0,
+  unsolved at 9.2k real steps). The barrier's gradient ``1/n - pi(a|s)`` does not vanish (Agarwal et al. 2021,
+  sec. 5.2): greedy -13 (solved) at 9k. Measured interleaved by the bench protocol (100-episode solve check
+  every 512 / 2,048 real steps), entropy vs barrier, real steps to solve: FourRooms-11x11 seeds 0-2 2,564 /
+  1,028, 1,540 / 1,540, 1,028 / 1,028; CartPole-v1 seeds 0, 1 6,148 / 4,100, 8,196 / 2,052.
 - The exploration bonus is weighted in reward units (``model_bonus`` times the RMS of the random phase's
   rewards), as the critic family normalises its rewards. A bonus that is large against the rewards competes with
   the goal: reaching a goal ends the episode and with it the stream of bonuses, so the imagined optimum avoids the
@@ -47,10 +61,19 @@ Entropy and exploration, one generic setting (measured with ``st-gumbel-model``,
   at 2k, Maze at 10.5k). The default 0.1 reward units is 0.001 on the gridworlds' -0.01 step cost, and unchanged
   (0.1) on CartPole's +1.
 
-With these defaults (real env steps to solve by greedy 10-episode checks every 1,000 steps, 1,500 on the Maze,
-2,000 on CartPole; seeds 0, 1, 2): FourRooms-11x11 4k, 3k, 1k; Maze-16x16 9k, 7.5k, 9k; CartPole-v1 4k, 4k, 2k
-(with a fixed ``ent_coef`` 0.01: 2k, 18k, 14k); FrozenLake-v1 (slippery) 16k, 18k (seeds 0, 1);
-``reinforce-model``: FourRooms 1k, Maze 9k (seed 0).
+With these defaults, before the barrier (real env steps to solve by greedy 10-episode checks every 1,000
+steps, 1,500 on the Maze, 2,000 on CartPole; seeds 0, 1, 2): FourRooms-11x11 4k, 3k, 1k; Maze-16x16 9k, 7.5k, 9k;
+CartPole-v1 4k, 4k, 2k (with a fixed ``ent_coef`` 0.01: 2k, 18k, 14k); FrozenLake-v1 (slippery) 16k, 18k (seeds
+0, 1); ``reinforce-model``: FourRooms 1k, Maze 9k (seed 0).
+
+Wall-clock (cProfile of 1,000 real CartPole steps, one iteration = 4 real steps): fitting the model 34% (its
+backward the most), the imagined window 33% and the actor's and critic's backward and Adam steps the rest; the
+networks are small, so the cost is per operation rather than per flop. The model takes an iteration's
+transitions in one update of its statistics (not one per real step), and a model's ``reset_done`` returns the
+state untouched when nothing ended (always, in a model). Taking 8 real steps per iteration with 128 imagined
+rollouts (the same imagined steps per real step, half the updates) halves the seconds per real step but not the
+seconds to solve: FourRooms seeds 0-2 then needed 2,056, 2,568, 2,056 real steps (with the barrier and 4 / 64:
+1,028, 1,540, 1,028), CartPole seeds 0-2 2,056, 4,104, 24,584.
 
 Counting stays honest: ``time/total_timesteps`` counts real environment steps only; imagined steps are reported as
 ``train/imagined_steps`` (cumulative) and the seconds spent fitting the model and imagining as
@@ -88,6 +111,8 @@ from gumbel_rl.schedules import make_schedule
 MODEL_SUFFIX = "-model"
 MODEL_ESTIMATORS: tuple[str, ...] = (*PATHWISE_ESTIMATORS, Estimator.REINFORCE.value)
 """The estimators of the ``<estimator>-model`` methods: every pathwise one, and ``reinforce``."""
+POLICY_REGULARISERS = ("log_barrier", "entropy")
+"""The choices of ``ModelConfig.policy_regulariser``."""
 
 
 @dataclass
@@ -118,7 +143,7 @@ class ModelConfig(Config):
     """Dirichlet pseudo-count of the categorical model on "stay put" for an untried (cell, action) pair."""
     model_bonus: float = 0.1
     """Weight of the exploration bonus in the imagined reward, in reward units (the RMS of the random phase's
-    rewards, so that it means the same on a -0.01 and a -1 step cost): the count bonus ``1 / sqrt(N(s, a) + 1)`` of
+    rewards, so that it means the same on a -0.01 and a -1 step cost): the count bonus ``1 / (N(s, a) + 1)`` of
     the categorical model, the ensemble's disagreement for ``Box`` observations. 0 turns exploration off."""
     imagined_envs: int = 64
     """Imagined rollouts per actor update, started from replayed real observations."""
@@ -148,10 +173,14 @@ class ModelConfig(Config):
     critic_epochs: int = 4
     """Adam steps of the critic on each imagined window (full batch, the same targets)."""
     ent_coef: float | str = "auto"
-    """Weight ``alpha`` of the policy's entropy in the actor loss (pathwise and score function alike): a number
-    >= 0 (fixed; 0: none), ``"auto"`` (learned so that the imagined entropy tracks ``target_entropy``, starting at
-    ``alpha = 0.1``; ``agents.critic.temperature_loss``) or ``"auto_<initial alpha>"``. A fixed weight collapsed
-    FourRooms (see the module docstring)."""
+    """Weight ``alpha`` of the policy's regulariser (``policy_regulariser``) in the actor loss (pathwise and score
+    function alike): a number >= 0 (fixed; 0: none), ``"auto"`` (learned so that the imagined entropy tracks
+    ``target_entropy``, starting at ``alpha = 0.1``; ``agents.critic.temperature_loss``) or
+    ``"auto_<initial alpha>"``. A fixed weight collapsed FourRooms (see the module docstring)."""
+    policy_regulariser: str = "log_barrier"
+    """What ``alpha`` weighs in the actor loss (pathwise and score function alike): ``"log_barrier"``
+    (:func:`log_barrier`, ``mean_a log pi(a|s)``) or ``"entropy"`` (``H(pi(.|s))``). Either way ``alpha`` is
+    learned from the entropy (``target_entropy``). See the module docstring for why the barrier."""
     target_entropy: float = 0.5
     """Entropy the learned ``alpha`` aims at, as a fraction of ``log(n_actions)`` (the uniform policy's)."""
     ent_coef_learning_rate: float = 1e-2
@@ -178,6 +207,7 @@ class ModelConfig(Config):
         check_layers("model_arch", self.model_arch, allow_empty=False)
         check_layers("critic_arch", self.critic_arch)
         check_choice("model_activation", self.model_activation, ACTIVATIONS)
+        check_choice("policy_regulariser", self.policy_regulariser, POLICY_REGULARISERS)
         for name in ("model_learning_rate", "model_prior", "learning_rate", "critic_learning_rate", "max_grad_norm"):
             check_positive(name, getattr(self, name))
         check_positive("model_bonus", self.model_bonus, allow_zero=True)
@@ -244,6 +274,14 @@ def normalised_advantages(returns: torch.Tensor, values: torch.Tensor) -> torch.
     """DreamerV3's advantages ``(G - V) / return_scale(G)``, no gradient."""
     with torch.no_grad():
         return (returns - values) / return_scale(returns)
+
+
+def log_barrier(logits: torch.Tensor) -> torch.Tensor:
+    """``mean_s mean_a log pi(a | s)`` of (..., n) logits (a scalar with their graph): ``-KL(U || pi(.|s)) - log n``,
+    the negated relative entropy from the uniform policy ``U`` (Agarwal et al. 2021, "On the theory of policy
+    gradient methods", sec. 5.2). Its gradient in logit ``z_a`` is ``1/n - pi(a|s)``: unlike the entropy's
+    (``-pi(a|s) (log pi(a|s) + H)``), it does not vanish as ``pi(a|s) -> 0``."""
+    return torch.log_softmax(logits, -1).mean()
 
 
 def reinforce_imagination_loss(
@@ -337,17 +375,20 @@ class ModelBasedAgent(Agent):
             index = gumbel_max(self.policy(features), generator=self.generator, validate=False)
         return index.cpu().numpy().astype(np.int64) + self.action_start
 
-    def _env_step(self, steps_so_far: int) -> int:
-        """One vectorised real step: store the transitions (buffer and model), reset finished copies."""
+    def _env_step(self, steps_so_far: int, pending: list[tuple[torch.Tensor, ...]]) -> int:
+        """One vectorised real step: store the transitions in the buffer and in ``pending`` (for the model, which
+        takes an iteration's transitions at once), reset finished copies."""
         t = self.envs.step(self._act(steps_so_far < self.config.learning_starts))
         index = t.actions - self.action_start
         self.buffer.add(t.obs, index, t.rewards, t.next_obs, t.terminated, t.done)
-        self.model.add_transitions(
-            self._obs_tensor(t.obs),
-            torch.as_tensor(index, device=self.device),
-            torch.as_tensor(np.asarray(t.rewards, dtype=np.float32), device=self.device),
-            self._obs_tensor(t.next_obs),
-            torch.as_tensor(np.asarray(t.terminated, dtype=np.float32), device=self.device),
+        pending.append(
+            (
+                self._obs_tensor(t.obs),
+                torch.as_tensor(index, device=self.device),
+                torch.as_tensor(np.asarray(t.rewards, dtype=np.float32), device=self.device),
+                self._obs_tensor(t.next_obs),
+                torch.as_tensor(np.asarray(t.terminated, dtype=np.float32), device=self.device),
+            )
         )
         if t.done.any():  # the finished copies' new episodes start where their reset put them
             self.model.add_starts(self._obs_tensor(np.asarray(self.envs.obs)[t.done]))
@@ -357,8 +398,11 @@ class ModelBasedAgent(Agent):
     def _train_iteration(self) -> tuple[int, dict[str, float]]:
         cfg = self.config
         steps = 0
+        pending: list[tuple[torch.Tensor, ...]] = []
         for _ in range(cfg.train_freq):
-            steps += self._env_step(self.num_env_steps + steps)
+            steps += self._env_step(self.num_env_steps + steps, pending)
+        # The model's statistics (normalisers or counts) take the iteration's transitions in one update.
+        self.model.add_transitions(*(torch.cat(parts) for parts in zip(*pending, strict=True)))
         total = self.num_env_steps + steps
         tau = float(self.schedule(total))
         self.policy.tau.fill_(tau)
@@ -423,8 +467,10 @@ class ModelBasedAgent(Agent):
             generator=self.generator,
         )
         alpha = float(self.log_alpha.detach().exp())
+        barrier = cfg.policy_regulariser == "log_barrier"
         if self.pathwise:
-            window = shac_window(self.policy, self.model, state, self.critic, entropy_grad=alpha > 0, **kw)
+            entropy_grad = alpha > 0 and not barrier
+            window = shac_window(self.policy, self.model, state, self.critic, entropy_grad=entropy_grad, **kw)
         else:
             with torch.no_grad():
                 window = shac_window(self.policy, self.model, state, self.critic, **kw)
@@ -433,14 +479,19 @@ class ModelBasedAgent(Agent):
             window.rewards, window.next_values, window.continuation, cfg.gamma, cfg.gae_lambda
         )
         weights = continuation_weights(window.continuation)
+        entropy_coef = 0.0 if barrier else alpha
+        logits = self.policy(window.observations) if barrier or not self.pathwise else None
         if self.pathwise:
-            actor_loss = shac_actor_loss(window, cfg.imagination_horizon, alpha)
+            actor_loss = shac_actor_loss(window, cfg.imagination_horizon, entropy_coef)
         else:
+            assert logits is not None
             with torch.no_grad():
                 values = value(self.critic, window.observations)
             advantages = normalised_advantages(targets, values)
-            logits = self.policy(window.observations)
-            actor_loss = reinforce_imagination_loss(logits, window.actions, advantages, weights, alpha)
+            actor_loss = reinforce_imagination_loss(logits, window.actions, advantages, weights, entropy_coef)
+        if barrier and alpha > 0:
+            assert logits is not None
+            actor_loss = actor_loss - alpha * log_barrier(logits)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(self.policy.parameters()))
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
@@ -527,7 +578,9 @@ __all__ = [
     "MODEL_ESTIMATORS",
     "ModelBasedAgent",
     "ModelConfig",
+    "POLICY_REGULARISERS",
     "continuation_weights",
+    "log_barrier",
     "imagination_lambda_returns",
     "normalised_advantages",
     "reinforce_imagination_loss",

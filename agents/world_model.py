@@ -30,9 +30,10 @@ FrozenLake's goal, Acrobot's goal) are found by luck under a policy that only ex
 intrinsic reward that is large where the model is ignorant and shrinks as data arrives, and it is differentiable in
 the action, so the pathwise gradient itself steers the policy towards the unknown:
 
-- counts: ``bonus(s, a) = 1 / sqrt(N(s, a) + 1)`` (MBIE-EB, Strehl and Littman 2008), together with the
-  "stay put" prior an R-max-like optimism: an untried action looks like a state that pays the bonus again and
-  again. Counts are exact for a table, so no approximation is needed;
+- counts: ``bonus(s, a) = 1 / (N(s, a) + 1)`` (MBIE-EB's count bonus, Strehl and Littman 2008, decaying as
+  ``1/N`` rather than ``1/sqrt(N)``), together with the "stay put" prior an R-max-like optimism: an untried
+  action looks like a state that pays the bonus again and again. Counts are exact for a table, so no
+  approximation is needed;
 - ensemble: ``bonus = mean_dims std_members(normalised predicted change)``, the members' disagreement (Pathak et
   al. 2019, "Self-supervised exploration via disagreement"; Sekar et al. 2020): members trained on different
   minibatches agree where data is dense and disagree away from it. Counts have no analogue on a continuum.
@@ -263,6 +264,8 @@ class EnsembleModel(nn.Module):
         return self._starting(self.start_obs[idx], generator)
 
     def reset_done(self, state: ModelState, done: torch.Tensor, generator: torch.Generator | None = None) -> ModelState:
+        if not bool(done.any()):  # always so inside ``shac_window``: ``step`` never reports an ended episode
+            return state
         fresh = self.reset(state.obs.shape[0], generator)
         return ModelState(*_rows_where(done, fresh, state))
 
@@ -335,7 +338,7 @@ class CellState(NamedTuple):
         dist: (B, n_cells) distribution of the cell given that the episode still runs.
         t: (B,) long, steps since the rollout started.
         cont: (B,) probability that the episode still runs given that it ran one step before (1 at a start).
-        bonus: (B,) expected count bonus ``1 / sqrt(N(s, a) + 1)`` of the step that led here (0 at a start).
+        bonus: (B,) expected count bonus ``1 / (N(s, a) + 1)`` of the step that led here (0 at a start).
     """
 
     dist: torch.Tensor
@@ -444,6 +447,8 @@ class CountModel(nn.Module):
         return self.states_from(cells)
 
     def reset_done(self, state: CellState, done: torch.Tensor, generator: torch.Generator | None = None) -> CellState:
+        if not bool(done.any()):  # always so inside ``shac_window``: ``step`` never reports an ended episode
+            return state
         fresh = self.reset(state.dist.shape[0], generator)
         return CellState(*_rows_where(done, fresh, state))
 

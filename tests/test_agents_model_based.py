@@ -16,6 +16,7 @@ from agents.model_based import (
     ModelBasedAgent,
     continuation_weights,
     imagination_lambda_returns,
+    log_barrier,
     normalised_advantages,
     reinforce_imagination_loss,
     weighted_critic_loss,
@@ -98,6 +99,26 @@ def test_reinforce_imagination_loss_gradient_is_the_score_function() -> None:
         flat, torch.eye(3)[:1].view(1, 1, 3), torch.zeros(1, 1), torch.ones(1, 1), 1.0
     ).backward()
     assert torch.allclose(flat.grad, torch.zeros(1, 1, 3), atol=1e-7)
+
+
+def test_log_barrier_gradient_does_not_vanish_at_a_saturated_policy() -> None:
+    """d/d z_a of mean_{s,a} log pi(a|s) is (1/n - pi(a|s)) / S (S states): at a policy with pi(a|s) ~ 1e-9 the
+    barrier still pushes that logit up by about 1/(n S), where the entropy's push is below 1e-7."""
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [10.0, -10.0, 0.0, 2.0]], requires_grad=True)
+    value_at = log_barrier(logits)
+    pi = torch.softmax(logits.detach(), -1)
+    by_hand = float(torch.log_softmax(logits.detach().double(), -1).mean())
+    assert float(value_at.detach()) == pytest.approx(by_hand, abs=1e-5)
+    value_at.backward()
+    assert torch.allclose(logits.grad, (0.25 - pi) / 2, atol=1e-7)
+    assert float(logits.grad[1, 1]) == pytest.approx(0.125, abs=1e-6)  # pi = 1.7e-9, pushed up by 1 / (4 * 2)
+    flat = torch.zeros(1, 4, requires_grad=True)
+    log_barrier(flat).backward()
+    assert torch.allclose(flat.grad, torch.zeros(1, 4), atol=1e-8)  # the uniform policy is its maximiser
+    saturated = logits.detach().clone().requires_grad_(True)
+    p = torch.softmax(saturated, -1)
+    (-(p * p.log()).sum(-1).mean()).backward()
+    assert abs(float(saturated.grad[1, 1])) < 1e-7
 
 
 # ---- gradients through the model -------------------------------------------------------------------------------
@@ -269,6 +290,7 @@ def test_resume_is_exact(method: str, env_id: str, tmp_path) -> None:
         ({"ent_coef": -0.1}, "ent_coef"),
         ({"target_entropy": 1.5}, "target_entropy"),
         ({"ent_coef_learning_rate": 0.0}, "ent_coef_learning_rate"),
+        ({"policy_regulariser": "kl"}, "policy_regulariser"),
     ],
 )
 def test_bad_hyperparameters_are_refused_by_name(hp: dict, name: str) -> None:
