@@ -476,3 +476,48 @@ def test_metrics_are_prefixed_and_training_episodes_are_tracked() -> None:
 def test_bad_hyperparameters_are_refused_by_name(hp: dict, name: str) -> None:
     with pytest.raises(ValueError, match=f"hyperparameter.* {name}\\b"):
         agents.make_agent("st-gumbel", EMPTY, **hp)
+
+
+def test_shac_window_bonus_adds_the_next_cells_bonus_with_its_gradient() -> None:
+    """With a per-cell ``bonus`` the one-step objective from EmptyRoom's start is ``r + b(s') + gamma V(s')``
+    and its gradient is the softmax Jacobian times ``r_a + b(s'_a) + gamma V(s'_a)`` (cells as in the test
+    above)."""
+    gamma = 0.9
+    twin = envs.make_differentiable(EMPTY)
+    env = gym.make(EMPTY)
+    policy = GumbelPolicy(env.observation_space, env.action_space, net_arch=(), estimator="argmax")
+    env.close()
+    critic = mlp(twin.obs_dim, (), 1, "tanh", 0.0)  # V = 0
+    with torch.no_grad():
+        policy.net[0].weight.normal_(generator=torch.Generator().manual_seed(1))
+    bonus = torch.linspace(0.0, 0.48, 25)
+    state = twin.reset(1, generator=torch.Generator().manual_seed(0))
+    kw = dict(horizon=1, actor_horizon=1, gamma=gamma, tau=1.0, estimator="argmax")
+    plain = shac_window(policy, twin, state, critic, **kw)
+    w = shac_window(policy, twin, state, critic, bonus=bonus, **kw)
+    logits = policy.net[0].weight[:, 0].detach() + policy.net[0].bias.detach()
+    cell = [0, 1, 5, 0][int(logits.argmax())]
+    assert torch.equal(w.rewards, plain.rewards + bonus[cell])
+    assert torch.equal(w.env_rewards, plain.env_rewards)  # the episode returns stay the environment's own
+    (grad,) = torch.autograd.grad(w.objective.sum(), policy.net[0].bias)
+    p = torch.softmax(logits, -1)
+    assert torch.allclose(grad, (torch.diag(p) - torch.outer(p, p)) @ (-0.01 + bonus[[0, 1, 5, 0]]), atol=1e-7)
+
+
+def test_exploration_bonus_counts_visits_resumes_exactly_and_is_refused_without_cells(tmp_path) -> None:
+    kw = dict(seed=2, n_envs=8, horizon=8, eval_every=320, explore_bonus=1.0)
+    full = agents.make_agent("relaxed", EMPTY, **kw).learn(1_280)
+    # Expected visits: one unit per (step, env) of every window; the reward unit is the first window's RMS.
+    assert math.isclose(float(full.visits.sum()), 1_280, rel_tol=1e-5)
+    assert 0.009 < float(full.reward_unit) < 1.0  # EmptyRoom: -0.01 per step, 1 at the goal
+    assert any(row.get("train/window_reward", 0) > 0 for row in full.record)  # the bonus outweighs the step cost
+    half = agents.make_agent("relaxed", EMPTY, **kw).learn(640)
+    resumed = agents.Agent.load(half.save(tmp_path / "ckpt.pt"), device="cpu")
+    resumed.learn(1_280)
+    assert _strip_wall(resumed.record) == _strip_wall(full.record)
+    _assert_same_weights(resumed, full)
+    assert torch.equal(resumed.visits, full.visits)
+    with pytest.raises(ValueError, match="explore_bonus needs a Discrete observation space"):
+        agents.make_agent("st-gumbel", "CartPole-v1", explore_bonus=0.5)
+    with pytest.raises(ValueError, match="explore_bonus"):
+        agents.make_agent("st-gumbel", EMPTY, explore_bonus=-1.0)
