@@ -442,6 +442,7 @@ class MiniGridTwin:
         self._terminal_cell = torch.zeros(N_CELL, dtype=torch.bool, device=dev)
         self._terminal_cell[[GOAL, LAVA]] = True
         self._passable_cell = self._passable.bool()
+        self._cell_index = torch.arange(N_CELL, dtype=dtype, device=dev)
         self._has_objects = self.spec.family == "doorkey"
 
     # --- reset -----------------------------------------------------------------------------------------------------
@@ -497,12 +498,13 @@ class MiniGridTwin:
         return self._step_soft(state, w)
 
     def _is_point_mass(self, state: MiniGridState, w: torch.Tensor) -> bool:
-        """Whether ``w`` is one-hot and ``state`` a point mass (the case :meth:`_step_hard` computes)."""
+        """Whether ``w`` is one-hot and ``state`` a point mass (the case :meth:`_step_hard` computes): every value
+        0 or 1, which for distributions (rows summing to 1) means one-hot."""
         return bool(
             ((w == 0) | (w == 1)).all()
             and (w.sum(1) == 1).all()
-            and (state.pose.flatten(1).amax(1) == 1).all()
-            and (state.grid.amax(-1) == 1).all()
+            and ((state.pose == 0) | (state.pose == 1)).all()
+            and ((state.grid == 0) | (state.grid == 1)).all()
             and ((state.carry == 0) | (state.carry == 1)).all()
         )
 
@@ -515,7 +517,7 @@ class MiniGridTwin:
         ar = torch.arange(b, device=self.device)
         act = w.argmax(1)
         x, y, d = self.agent_pose(state)
-        cells = state.grid.argmax(-1)
+        cells = (state.grid @ self._cell_index).long()  # the one-hot's index
         carry = state.carry == 1
         active = ~self._terminal_cell[cells[ar, x, y]]
         vec = self._dir_vec[d]
