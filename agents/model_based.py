@@ -67,13 +67,18 @@ CartPole-v1 4k, 4k, 2k (with a fixed ``ent_coef`` 0.01: 2k, 18k, 14k); FrozenLak
 0, 1); ``reinforce-model``: FourRooms 1k, Maze 9k (seed 0).
 
 Wall-clock (cProfile of 1,000 real CartPole steps, one iteration = 4 real steps): fitting the model 34% (its
-backward the most), the imagined window 33% and the actor's and critic's backward and Adam steps the rest; the
-networks are small, so the cost is per operation rather than per flop. The model takes an iteration's
-transitions in one update of its statistics (not one per real step), and a model's ``reset_done`` returns the
-state untouched when nothing ended (always, in a model). Taking 8 real steps per iteration with 128 imagined
-rollouts (the same imagined steps per real step, half the updates) halves the seconds per real step but not the
-seconds to solve: FourRooms seeds 0-2 then needed 2,056, 2,568, 2,056 real steps (with the barrier and 4 / 64:
-1,028, 1,540, 1,028), CartPole seeds 0-2 2,056, 4,104, 24,584.
+backward the most), the imagined window 33% and the actor's and critic's backward and Adam steps the rest. Timed
+apart (CartPole, medians, one loaded core): the model's four fitting steps 31-47 ms, the 16-step window 32 ms
+without a graph and 67 ms with the actor's backward, the critic's four epochs 13 ms. Most of it is flops of the
+ensemble, which evaluates every member on every imagined row (for the disagreement bonus), and of its fitting:
+one batched one-step window from all ``T * B`` imagined states (the same objective when ``actor_horizon`` is 1)
+costs as much as the ``T`` graph-carrying steps (63 vs 67 ms), foreach Adam and gradient clipping gain nothing,
+and a (64, 64) model fits in 27 ms instead of 47. The model takes an iteration's transitions in one update of its
+statistics (not one per real step), and a model's ``reset_done`` returns the state untouched when nothing ended
+(always, in a model). Taking 8 real steps per iteration with 128 imagined rollouts (the same imagined steps per
+real step, half the updates) halves the seconds per real step but not the seconds to solve: FourRooms seeds 0-2
+then needed 2,056, 2,568, 2,056 real steps (with the barrier and 4 / 64: 1,028, 1,540, 1,028), CartPole seeds
+0-2 2,056, 4,104, 24,584.
 
 Counting stays honest: ``time/total_timesteps`` counts real environment steps only; imagined steps are reported as
 ``train/imagined_steps`` (cumulative) and the seconds spent fitting the model and imagining as
