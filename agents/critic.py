@@ -192,6 +192,11 @@ class CriticConfig(Config):
     """Weight of the optimism for untried actions, ``U(s, a) = optimism * beta / sqrt(N(s, a) + 1)`` with ``N(s, a)``
     the tries of action ``a`` in the cell of ``s`` (0: none): added to the bonus's action values in the actor's loss
     and in its target's next-state value (with ``episodic_bonus`` to the return's)."""
+    decoupled: bool = False
+    """With the bonus's own value: act with a second policy, the explorer, that maximises ``Q + Q_int + U``,
+    while the policy that is evaluated and saved maximises the return's ``Q`` alone, bootstrapped from the greedy
+    action (``V(s') = max_a' min_i Q_targ_i(s', e_a')``, Q-learning, off-policy since the explorer acts); the
+    learned alpha follows the explorer's entropy and weights both. False: one policy acts and is evaluated."""
     hash_bits: int = 16
     """Bits of the SimHash that groups Box observations into ``2^hash_bits`` cells for the visit counts."""
 
@@ -214,6 +219,7 @@ class CriticConfig(Config):
         check_bool("soft_target", self.soft_target)
         check_bool("normalize_reward", self.normalize_reward)
         check_bool("episodic_bonus", self.episodic_bonus)
+        check_bool("decoupled", self.decoupled)
         check_positive("explore_bonus", self.explore_bonus, allow_zero=True)
         check_positive("optimism", self.optimism, allow_zero=True)
         check_positive("hash_bits", self.hash_bits, integer=True)
@@ -330,16 +336,18 @@ def policy_value(
     features: torch.Tensor,
     members: slice = slice(None),
     extra: torch.Tensor | None = None,
+    greedy: bool = False,
 ) -> torch.Tensor:
     """``V(s) = sum_a pi(a|s) min_{i in members} Q_i(s, e_a)`` (no gradient), every action evaluated: ``critic(features
     (N, d), one-hot (N, n)) -> (all members, N)``, ``logits`` (B, n), ``features`` (B, d); ``members`` selects the
-    ensemble members minimised over; ``extra`` (B, n), if given, is added to the action values. Returns (B,)."""
+    ensemble members minimised over; ``extra`` (B, n), if given, is added to the action values. ``greedy``: the
+    greedy action's value ``max_a min_i Q_i(s, e_a)`` instead (Q-learning's; ``logits`` unused). Returns (B,)."""
     batch, n_act = logits.shape
     every_action = torch.eye(n_act, device=features.device).repeat(batch, 1)  # (B * n, n)
     q = critic(features.repeat_interleave(n_act, 0), every_action)[members].amin(0).view(batch, n_act)
     if extra is not None:
         q = q + extra
-    return (torch.softmax(logits, -1) * q).sum(-1)
+    return q.amax(-1) if greedy else (torch.softmax(logits, -1) * q).sum(-1)
 
 
 def critic_loss(
@@ -365,12 +373,13 @@ def pathwise_actor_loss(
     alpha: torch.Tensor,
     streams: int = 1,
     action_bonus: torch.Tensor | None = None,
+    stream_weights: tuple[float, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor's loss ``-mean_b [min_i Q_i(s_b, a~_b) + alpha H(pi(.|s_b))]``, ``a~ = sample_action(logits,
     estimator, tau)``, and the per-state entropy ``H`` (B,). With ``streams > 1`` the members split into that many
-    equal consecutive groups (value streams: extrinsic, intrinsic) and ``min_i Q_i`` becomes the sum over groups
-    of each group's minimum. ``action_bonus`` (B, n), if given, adds ``a~ . action_bonus`` (linear in the action,
-    so its gradient is exactly ``action_bonus``).
+    equal consecutive groups (value streams: the return, the bonus) and ``min_i Q_i`` becomes the sum over groups
+    of each group's minimum, weighted by ``stream_weights`` (one per stream) if given. ``action_bonus`` (B, n), if
+    given, adds ``a~ . action_bonus`` (linear in the action, so its gradient is exactly ``action_bonus``).
 
     The critic is held fixed (evaluated with detached parameters: none of them receives a gradient), so the
     gradient reaches ``logits`` only through the estimator's action and the exact entropy. ``logits`` (B, n),
@@ -379,7 +388,10 @@ def pathwise_actor_loss(
     action = sample_action(logits, estimator, tau, k=gumbel_k, generator=generator, validate=False)
     fixed = {name: p.detach() for name, p in critic.named_parameters()}
     q = torch.func.functional_call(critic, fixed, (features, action))
-    q = q.view(streams, -1, q.shape[-1]).amin(1).sum(0)
+    q = q.view(streams, -1, q.shape[-1]).amin(1)
+    if stream_weights is not None:
+        q = q * torch.tensor(stream_weights, dtype=q.dtype, device=q.device).unsqueeze(-1)
+    q = q.sum(0)
     if action_bonus is not None:
         q = q + (action * action_bonus).sum(-1)
     h = categorical_entropy(logits)
@@ -580,6 +592,11 @@ class CriticAgent(Agent):
             self.visits = VisitCounts(
                 self.buffer.discrete, self.policy.obs_dim, cfg.hash_bits, self.seed, self.device, n_act
             )
+        self.explorer = None  # the acting policy when decoupled (see CriticConfig.decoupled)
+        if cfg.decoupled and self.streams == 2:
+            self.explorer = self._make_policy(obs_space, act_space, self.estimator, self.schedule(0), cfg.gumbel_k)
+            self.explorer_params = list(self.explorer.parameters())
+            self.explorer_opt = torch.optim.Adam(self.explorer_params, lr=cfg.learning_rate, foreach=True)
         self.envs.reset()
 
     def _features(self, stored: torch.Tensor) -> torch.Tensor:
@@ -593,7 +610,8 @@ class CriticAgent(Agent):
             return self.np_rng.integers(0, self.policy.n_actions, size=self.config.n_envs) + self.action_start
         features, _ = self.policy.obs_to_tensor(self.envs.obs)
         with torch.no_grad():
-            index = gumbel_max(self.policy(features), generator=self.generator, validate=False)
+            actor = self.explorer if self.explorer is not None else self.policy
+            index = gumbel_max(actor(features), generator=self.generator, validate=False)
         return index.cpu().numpy().astype(np.int64) + self.action_start
 
     def _env_step(self, steps_so_far: int) -> int:
@@ -614,6 +632,8 @@ class CriticAgent(Agent):
         total = self.num_env_steps + steps
         tau = self.schedule(total)
         self.policy.tau.fill_(tau)
+        if self.explorer is not None:
+            self.explorer.tau.fill_(tau)
         metrics: dict[str, float] = {"train/tau": tau}
         if total >= cfg.learning_starts and not self.statistics_fixed:
             self._fix_statistics()
@@ -688,7 +708,7 @@ class CriticAgent(Agent):
             y = soft_q_target(target, logits_next, f_next, r, discount, terminated, alpha, cfg.soft_target)
         else:  # the return's members regress y, the bonus's members their continuing target
             ext = slice(0, 2)
-            v_next = policy_value(target, logits_next, f_next, ext)
+            v_next = policy_value(target, logits_next, f_next, ext, greedy=self.explorer is not None)
             if cfg.soft_target:
                 v_next = v_next + alpha * categorical_entropy(logits_next)
             y_ext = r + discount * (1.0 - terminated) * v_next
@@ -697,7 +717,8 @@ class CriticAgent(Agent):
             )
             f_boot = self._features(boot)
             with torch.no_grad():
-                v_int = policy_value(target, self.policy(f_boot), f_boot, slice(2, 4), self._optimism(boot))
+                behaviour = self.explorer if self.explorer is not None else self.policy
+                v_int = policy_value(target, behaviour(f_boot), f_boot, slice(2, 4), self._optimism(boot))
             y_int = r_int + discount_int * v_int
             y = torch.stack([y_ext, y_ext, y_int, y_int])
         loss_q, q = critic_loss(self.critic, f, self.eye[action], y)
@@ -710,19 +731,15 @@ class CriticAgent(Agent):
             stats["train/q_bonus_mean"] = q[2:].mean()
 
         if self.n_updates % cfg.policy_delay == 0:
-            loss_pi, h = pathwise_actor_loss(
-                self.critic,
-                self.policy(f),
-                f,
-                self.estimator,
-                tau,
-                cfg.gumbel_k,
-                self.generator,
-                alpha,
-                self.streams,
-                self._optimism(obs),
-            )
-            self._step(self.actor_opt, loss_pi, self.actor_params)
+            args = (f, self.estimator, tau, cfg.gumbel_k, self.generator, alpha, self.streams)
+            if self.explorer is None:
+                loss_pi, h = pathwise_actor_loss(self.critic, self.policy(f), *args, self._optimism(obs))
+                self._step(self.actor_opt, loss_pi, self.actor_params)
+            else:  # the evaluated policy on the return alone, the explorer on return, bonus and optimism
+                loss_eval, _ = pathwise_actor_loss(self.critic, self.policy(f), *args, None, (1.0, 0.0))
+                self._step(self.actor_opt, loss_eval, self.actor_params)
+                loss_pi, h = pathwise_actor_loss(self.critic, self.explorer(f), *args, self._optimism(obs))
+                self._step(self.explorer_opt, loss_pi, self.explorer_params)
             stats.update(
                 {"train/actor_loss": loss_pi.detach(), "train/entropy": h.detach().mean(), "train/ent_coef": alpha}
             )
@@ -750,6 +767,8 @@ class CriticAgent(Agent):
             "statistics_fixed": self.statistics_fixed,
             "reward_scale": self.reward_scale,
             "visits": self.visits.state_dict() if self.visits is not None else {},
+            "explorer": self.explorer.state_dict() if self.explorer is not None else {},
+            "explorer_opt": self.explorer_opt.state_dict() if self.explorer is not None else {},
         }
 
     def _load_training_state(self, state: dict[str, Any]) -> None:
@@ -767,6 +786,9 @@ class CriticAgent(Agent):
         self.statistics_fixed, self.reward_scale = bool(state["statistics_fixed"]), float(state["reward_scale"])
         if self.visits is not None:
             self.visits.load_state_dict(state["visits"])
+        if self.explorer is not None:
+            self.explorer.load_state_dict(state["explorer"])
+            self.explorer_opt.load_state_dict(state["explorer_opt"])
         self.envs.load_state_dict(state["envs"])  # raises ValueError if the replay does not reproduce them
 
     def metadata(self) -> dict[str, Any]:

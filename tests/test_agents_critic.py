@@ -244,6 +244,8 @@ def test_policy_value_members_and_extra() -> None:
     assert policy_value(critic, logits, s).item() == pytest.approx(0.25)
     assert policy_value(critic, logits, s, slice(1, 2)).item() == pytest.approx(0.5)
     assert policy_value(critic, logits, s, extra=torch.tensor([[0.0, 4.0]])).item() == pytest.approx(3.25)
+    assert policy_value(critic, logits, s, greedy=True).item() == 1.0  # max over actions of (1, 0)
+    assert policy_value(critic, logits, s, slice(1, 2), greedy=True).item() == 2.0
 
 
 def test_pathwise_actor_loss_streams_and_action_bonus() -> None:
@@ -257,6 +259,17 @@ def test_pathwise_actor_loss_streams_and_action_bonus() -> None:
     assert loss.item() == pytest.approx(-(0.0 + 1.0))
     args = (critic, logits, torch.ones(1, 1), "argmax", 1.0, 10, None, torch.tensor(0.0), 2, bonus)
     assert pathwise_actor_loss(*args)[0].item() == pytest.approx(-(0.0 + 1.0 + 0.5))
+    # Stream weights (1, 0): the return's stream alone, and no gradient from the bonus's members.
+    weighted = BilinearQ(torch.cat([torch.zeros(2, 1, 2), torch.tensor([[[0.0, 7.0]], [[0.0, 7.0]]])]))
+    x = torch.zeros(1, 2, requires_grad=True)
+    loss, _ = pathwise_actor_loss(weighted, x, torch.ones(1, 1), "st-gumbel", 1.0, 10, None, torch.tensor(0.0), 2)
+    loss.backward()
+    assert x.grad.abs().sum() > 0
+    x.grad = None
+    args = (weighted, x, torch.ones(1, 1), "st-gumbel", 1.0, 10, None, torch.tensor(0.0), 2, None, (1.0, 0.0))
+    loss, _ = pathwise_actor_loss(*args)
+    loss.backward()
+    assert loss.item() == 0.0 and not x.grad.any()
 
 
 def test_per_action_head_is_linear_in_the_action() -> None:
@@ -457,7 +470,22 @@ def test_bonus_value_stream_and_pair_counts_in_the_agent() -> None:
     assert single.streams == 1 and single.critic.weights[0].shape[0] == 2
     assert "train/q_bonus_mean" not in single.record[-1]
     plain = make_agent("st-gumbel-critic", EMPTY, seed=0, explore_bonus=0.0, **FAST)
-    assert plain.streams == 1 and plain.visits is None
+    assert plain.streams == 1 and plain.visits is None and plain.explorer is None
+
+
+def test_decoupled_explorer_acts_and_resumes_exactly(tmp_path) -> None:
+    """decoupled=True: a second policy acts (the evaluated one never does); both learn; resume is exact."""
+    hp = {**FAST, "decoupled": True, "eval_every": 10**6}
+    full = make_agent("st-gumbel-critic", EMPTY, seed=2, **hp).learn(600)
+    assert full.explorer is not None
+    assert not all(torch.equal(a, b) for a, b in zip(full.policy.parameters(), full.explorer.parameters(), strict=True))
+    part = make_agent("st-gumbel-critic", EMPTY, seed=2, **hp).learn(300)
+    resumed = Agent.load(part.save(tmp_path / "ckpt.pt"))
+    resumed.learn(600)
+    assert _record(resumed) == _record(full)
+    for a, b in zip(resumed.explorer.parameters(), full.explorer.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(resumed), _weights(full), strict=True))
 
 
 def test_metrics_named_with_prefixes_and_close_twice() -> None:
@@ -510,6 +538,7 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
         ({"hash_bits": 0}, "hash_bits"),
         ({"optimism": -1.0}, "optimism"),
         ({"episodic_bonus": "no"}, "episodic_bonus"),
+        ({"decoupled": 1}, "decoupled"),
         ({"hash_bits": 40}, "hash_bits"),
         ({"critic_head": "dueling"}, "critic_head"),
     ],
