@@ -539,6 +539,7 @@ def test_resume_detects_mismatched_environment(tmp_path) -> None:
         ({"optimism": -1.0}, "optimism"),
         ({"episodic_bonus": "no"}, "episodic_bonus"),
         ({"decoupled": 1}, "decoupled"),
+        ({"bonus_n_step": -1}, "bonus_n_step"),
         ({"hash_bits": 40}, "hash_bits"),
         ({"critic_head": "dueling"}, "critic_head"),
     ],
