@@ -365,7 +365,7 @@ def policy_value(
     greedy action's value ``max_a min_i Q_i(s, e_a)`` instead (Q-learning's; ``logits`` unused). Returns (B,)."""
     batch, n_act = logits.shape
     every_action = torch.eye(n_act, device=features.device).repeat(batch, 1)  # (B * n, n)
-    q = critic(features.repeat_interleave(n_act, 0), every_action)[members].amin(0).view(batch, n_act)
+    q: torch.Tensor = critic(features.repeat_interleave(n_act, 0), every_action)[members].amin(0).view(batch, n_act)
     if extra is not None:
         q = q + extra
     return q.amax(-1) if greedy else (torch.softmax(logits, -1) * q).sum(-1)
