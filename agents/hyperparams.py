@@ -53,7 +53,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # Cliff keeps the fast critic (5/5 at 2,624; 4/5 with 3e-3); Maze keeps the SHAC window (the one-step actor
     # solved 1/3: it stops exploring before it finds the goal) and adds the count bonus on the next cell
     # (explore_bonus 1, agents/pathwise.py): st-gumbel 10/10 seeds, median 34,304 env steps, against 7/10 and
-    # 41,472 without it (eval every 512 steps, docs/benchmarks.md); reinmax 2/3 with it (not run without).
+    # 41,472 without it (eval every 512 steps, docs/benchmarks.md); reinmax and gumbel-rao 2/3 each with it (seeds
+    # 0-2; not run without).
     "pathwise": {
         "*": {},
         "CartPole-v1": {
