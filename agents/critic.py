@@ -96,7 +96,10 @@ gumbel_rl/FourRooms-11x11-v0 at 8k (0.832) -- but gumbel_rl/Maze-16x16-v0 reache
 (greedy -2.24) where the defaults solved it at 12k (72 episodes to the goal), so these are not the defaults: the
 one-step bonus values propagate too slowly along the maze's corridors: with the bonus's returns over 3 steps
 (``bonus_n_step=3``, the return's over 1) Maze was solved at 12k (76 episodes to the goal) and CliffWalking-v1 at
-6k (-13). These are the defaults: ``decoupled=True``, ``n_step=1``, ``bonus_n_step=3``.
+6k (-13). These are the defaults: ``decoupled=True``, ``n_step=1``, ``bonus_n_step=3``. Measured with them
+(first 100-episode solve, checked every 2k-4k steps): CartPole-v1 seeds 0, 1 at 8k (500, 494); Acrobot-v1 seed 0
+at 8k (-80.9; -100.2 at 3k, just short); FrozenLake-v1 seed 0 at 16k (0.71), seed 1 not in 12k (greedy 0.55);
+CliffWalking-v1 seed 0 at 6k (-13); gumbel_rl/FourRooms-11x11-v0 seed 0 at 4k (0.832); Maze seed 0 at 12k.
 
 Environments: ``n_envs`` copies in an ``agents.real_envs.SeededVectorEnv`` (autoreset disabled, one seed per
 episode), so every stored transition is a real (s, a, r, s') of one episode, with ``s'`` the true final
