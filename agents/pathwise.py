@@ -51,9 +51,9 @@ pathwise gradient carries it to the actions like the reward itself; the critic l
 ``beta = 1`` st-gumbel solved the three seeds that never solved without it (0, 7, 9: at 46,848, 33,024 and
 40,192 env steps; 10/10 seeds at a median 34,304 against 7/10 at 41,472 without it), and ``reinmax`` and
 ``gumbel-rao`` solve 2 of seeds 0-2 each with it. It does not rescue the two estimators that fail there (200k
-steps, seeds 0-2): ``argmax`` 0/3 at ``beta`` 0, 1 and 10 -- its deterministic policy saturates (entropy 1e-7 by 80k steps), where
-no bonus gradient passes the softmax; ``relaxed`` 0/3 at 0 and 1, 1/3 at 10 -- its soft actions keep the policy
-near uniform (entropy 1.37 of log 4 = 1.39) and the state a diffuse distribution.
+steps, seeds 0-2): ``argmax`` 0/3 at ``beta`` 0, 1 and 10 -- its deterministic policy saturates (entropy 1e-7
+by 80k steps), where no bonus gradient passes the softmax; ``relaxed`` 0/3 at 0 and 1, 1/3 at 10 -- its soft
+actions keep the policy near uniform (entropy 1.37 of log 4 = 1.39) and the state a diffuse distribution.
 
 Nothing here knows which twin it drives: any :class:`envs.DifferentiableEnv` (a learned model too) works.
 """
