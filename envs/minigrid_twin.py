@@ -52,7 +52,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import operator
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -379,6 +381,28 @@ def _or(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + b - a * b
 
 
+def _propagate_visibility(
+    see_behind: torch.Tensor,
+    and_: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    or_: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``Grid.process_vis``'s sweep over the (B, 7, 7) view, from the agent's cell outwards, with the logic given:
+    ``&``/``|`` on booleans, or ``*``/:func:`_or` on probabilities. Returns the (B, 7, 7) mask."""
+    sb = [[see_behind[:, i, j] for j in range(VIEW)] for i in range(VIEW)]
+    zero = torch.zeros_like(see_behind[:, 0, 0])
+    mask = [[zero for _ in range(VIEW)] for _ in range(VIEW)]
+    mask[VIEW // 2][VIEW - 1] = torch.ones_like(zero)
+    for j in reversed(range(VIEW)):
+        for rows, step in ((range(VIEW - 1), 1), (reversed(range(1, VIEW)), -1)):
+            for i in rows:
+                s = and_(mask[i][j], sb[i][j])
+                mask[i + step][j] = or_(mask[i + step][j], s)
+                if j > 0:
+                    mask[i + step][j - 1] = or_(mask[i + step][j - 1], s)
+                    mask[i][j - 1] = or_(mask[i][j - 1], s)
+    return torch.stack([torch.stack(col, -1) for col in mask], 1)
+
+
 def _view_offsets() -> torch.Tensor:
     """(4, 7, 7, 2) long: the world offset of view cell (vx, vy) from the agent, per direction.
 
@@ -683,50 +707,8 @@ class MiniGridTwin:
         when they are all 0 or 1 and need no gradient, else ``a or b = a + b - a b`` and ``a and b = a b`` (the same
         on 0 and 1)."""
         if not see_behind.requires_grad and bool(((see_behind == 0) | (see_behind == 1)).all()):
-            return self._visibility_hard(see_behind == 1).to(self.dtype)
-        return self._visibility_soft(see_behind)
-
-    @staticmethod
-    def _visibility_hard(see_behind: torch.Tensor) -> torch.Tensor:
-        sb = [[see_behind[:, i, j] for j in range(VIEW)] for i in range(VIEW)]
-        zero = torch.zeros_like(see_behind[:, 0, 0])
-        mask = [[zero for _ in range(VIEW)] for _ in range(VIEW)]
-        mask[VIEW // 2][VIEW - 1] = torch.ones_like(zero)
-        for j in reversed(range(VIEW)):
-            for i in range(VIEW - 1):
-                s = mask[i][j] & sb[i][j]
-                mask[i + 1][j] = mask[i + 1][j] | s
-                if j > 0:
-                    mask[i + 1][j - 1] = mask[i + 1][j - 1] | s
-                    mask[i][j - 1] = mask[i][j - 1] | s
-            for i in reversed(range(1, VIEW)):
-                s = mask[i][j] & sb[i][j]
-                mask[i - 1][j] = mask[i - 1][j] | s
-                if j > 0:
-                    mask[i - 1][j - 1] = mask[i - 1][j - 1] | s
-                    mask[i][j - 1] = mask[i][j - 1] | s
-        return torch.stack([torch.stack(col, -1) for col in mask], 1)
-
-    @staticmethod
-    def _visibility_soft(see_behind: torch.Tensor) -> torch.Tensor:
-        sb = [[see_behind[:, i, j] for j in range(VIEW)] for i in range(VIEW)]
-        zero = torch.zeros_like(see_behind[:, 0, 0])
-        mask = [[zero for _ in range(VIEW)] for _ in range(VIEW)]
-        mask[VIEW // 2][VIEW - 1] = torch.ones_like(zero)
-        for j in reversed(range(VIEW)):
-            for i in range(VIEW - 1):
-                s = mask[i][j] * sb[i][j]
-                mask[i + 1][j] = _or(mask[i + 1][j], s)
-                if j > 0:
-                    mask[i + 1][j - 1] = _or(mask[i + 1][j - 1], s)
-                    mask[i][j - 1] = _or(mask[i][j - 1], s)
-            for i in reversed(range(1, VIEW)):
-                s = mask[i][j] * sb[i][j]
-                mask[i - 1][j] = _or(mask[i - 1][j], s)
-                if j > 0:
-                    mask[i - 1][j - 1] = _or(mask[i - 1][j - 1], s)
-                    mask[i][j - 1] = _or(mask[i][j - 1], s)
-        return torch.stack([torch.stack(col, -1) for col in mask], 1)
+            return _propagate_visibility(see_behind == 1, operator.and_, operator.or_).to(self.dtype)
+        return _propagate_visibility(see_behind, operator.mul, _or)
 
     def continuation(self, state: MiniGridState) -> torch.Tensor:
         """Ones, (batch,): the twin is exact, so termination is reported by ``step`` alone."""
