@@ -58,6 +58,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "pathwise": {
         "*": {},
         "CartPole-v1": {
+            "objective": "env",
             "n_envs": 64,
             "horizon": 32,
             "gamma": 0.99,

@@ -37,10 +37,11 @@ Brax's APG), one iteration:
    ``agents.returns.lambda_returns`` computed from the window's detached rewards and values,
    ``L_V = mean_t (V(s_t) - G_t)^2``, ``critic_epochs`` passes of ``critic_minibatches`` minibatches.
 
-The rewards maximised are ``twin.training_reward`` (CartPole-v1: a smooth shaped surrogate of the next state, as
-Gymnasium's constant 1 carries no gradient; gridworlds: the env reward itself). The record still reports real
-returns: ``rollout/ep_rew_mean`` from the twin's env rewards, and the base class evaluates the greedy policy in
-the real Gymnasium environment. Each iteration consumes ``n_envs * horizon`` env steps.
+The rewards maximised are ``twin.training_reward``, weighted by ``twin.continuation``: the twin's training objective
+(``objective``; CartPole-v1: Gymnasium's reward of 1 per step times a straight-through survival probability, or a
+hand-shaped reward; gridworlds: the env reward itself). The record still reports real returns: ``rollout/ep_rew_mean``
+from the twin's env rewards, and the base class evaluates the greedy policy in the real Gymnasium environment. Each
+iteration consumes ``n_envs * horizon`` env steps.
 
 Exploration (``explore_bonus``, off by default; twins of ``Discrete`` observation spaces): each training reward
 gets a count bonus on the next cell, ``r~_t = r_t + beta u / sqrt(max(N(s_{t+1}), 1))``, with ``N`` the expected
@@ -68,7 +69,7 @@ import torch
 from torch import nn
 
 import envs
-from agents.base import Agent, Config, check_bool, check_fraction, check_layers, check_positive
+from agents.base import Agent, Config, check_bool, check_choice, check_fraction, check_layers, check_positive
 from agents.critic import count_bonus, reward_scale
 from agents.episodes import EpisodeReturns
 from agents.registry import register_method
@@ -77,6 +78,9 @@ from envs import DifferentiableEnv
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 from gumbel_rl.policy import GumbelPolicy, mlp
 from gumbel_rl.schedules import make_schedule
+
+TRAINING_OBJECTIVES = ("env", "shaped")
+"""Values of the ``objective`` hyperparameter (each twin that offers a choice accepts these)."""
 
 
 @dataclass
@@ -92,6 +96,10 @@ class PathwiseConfig(Config):
     running segments are closed with ``gamma^k V(s)`` and the state is detached. 0 means ``horizon`` (SHAC: one
     segment per window). 1 makes the gradient of each action ``r + gamma V(s')`` alone, the one-step lookahead
     through the twin."""
+    objective: str | None = None
+    """The twin's training objective, for twins that offer a choice (CartPole-v1's: ``"env"``, Gymnasium's return
+    through a straight-through survival probability, or ``"shaped"``, a hand-designed reward; see
+    ``envs/cartpole_twin.py``). None: the twin's own default; the other twins have one objective and refuse it."""
     gamma: float = 0.99
     """Discount factor in [0, 1)."""
     gae_lambda: float = 0.95
@@ -154,6 +162,8 @@ class PathwiseConfig(Config):
         check_layers("critic_arch", self.critic_arch)
         check_bool("randomize_start_t", self.randomize_start_t)
         check_positive("explore_bonus", self.explore_bonus, allow_zero=True)
+        if self.objective is not None:
+            check_choice("objective", self.objective, TRAINING_OBJECTIVES)
         try:
             make_schedule(self.tau)
         except (ValueError, TypeError) as exc:
@@ -328,7 +338,7 @@ class PathwiseAgent(Agent):
     def _setup(self) -> None:
         cfg = self.config
         self.estimator = self.method
-        self.twin = envs.make_differentiable(self.env_id, device=self.device)
+        self.twin = self._make_twin()
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.schedule = make_schedule(cfg.tau)
@@ -355,6 +365,20 @@ class PathwiseAgent(Agent):
         # Exploration bonus state: expected visits per cell, and the reward unit (0 until the first window).
         self.visits = torch.zeros(self.twin.obs_dim, device=self.device)
         self.reward_unit = torch.zeros((), device=self.device)
+
+    def _make_twin(self) -> DifferentiableEnv:
+        """``envs.make_differentiable(env_id)`` with the config's ``objective`` where it is set."""
+        if self.config.objective is None:
+            return envs.make_differentiable(self.env_id, device=self.device)
+        try:
+            return envs.make_differentiable(self.env_id, device=self.device, objective=self.config.objective)
+        except TypeError as exc:
+            if "objective" not in str(exc):
+                raise
+            raise ValueError(
+                f"hyperparameter objective: the twin of {self.env_id!r} has a single training objective and takes "
+                f"no objective option; leave objective unset (None)"
+            ) from None
 
     def _initial_state(self) -> Any:
         state = self.twin.reset(self.config.n_envs, generator=self.generator)

@@ -13,6 +13,19 @@ same equations in float32 for speed (it is meant for training, not bit-exact rep
 
 Everything here is a pure function of tensors: batched over any number of environments, on any device, with
 gradients flowing from the next state to the previous state and to the (one-hot or soft) action.
+
+Training objectives (``CartPoleTwin(objective=...)``): what a pathwise method maximises through the twin.
+
+- ``"env"``: Gymnasium's own return, relaxed only where it has no gradient. The reward is Gymnasium's 1 per step
+  (``training_reward``), and ``continuation(s)``, the probability that the episode still runs in ``s``, is the
+  *straight-through survival*: its value is the exact indicator ``|x| <= 2.4 and |theta| <= 12 deg`` (so that the
+  objective of hard actions is the real return), its gradient that of the smooth margin
+  ``sigmoid((1 - |x| / 2.4) / w) * sigmoid((1 - |theta| / 12deg) / w)`` (each factor a sigmoid of the distance to
+  one bound in units of that bound, ``w = survival_width``), finite everywhere and largest at the bounds. No hand
+  shaping: far from the bounds the margin's gradient vanishes and the learned value at the window's end carries
+  the signal.
+- ``"shaped"``: the hand-designed surrogate ``shaped_reward`` (an LQR-style cost on x and theta), with
+  ``continuation`` 1 and termination from ``step`` alone.
 """
 
 from __future__ import annotations
@@ -25,7 +38,10 @@ import torch
 
 from envs.differentiable import register_twin
 
-__all__ = ["CartPoleState", "CartPoleTwin"]
+__all__ = ["OBJECTIVES", "CartPoleState", "CartPoleTwin"]
+
+OBJECTIVES = ("env", "shaped")
+"""The twin's training objectives (see the module docstring)."""
 
 
 class CartPoleState(NamedTuple):
@@ -49,13 +65,24 @@ class CartPoleTwin:
         device: where states live (``"cpu"``, ``"cuda"``, a ``torch.device``); default CPU.
         dtype: floating dtype of the state; float32 by default, float64 to mirror Gymnasium's own precision
             (and for ``torch.autograd.gradcheck``).
+        objective: the training objective, ``"shaped"`` (default) or ``"env"``.
+        survival_width: ``w`` of the ``"env"`` objective's survival margin, as a fraction of each termination
+            bound (0.1: the margin's gradient is largest within 0.24 m of |x| = 2.4 m and 1.2 deg of 12 deg).
 
-    Training objective (``training_reward``): the hand-designed surrogate ``shaped_reward(next_state)``, which
-    rewards keeping the pole upright and the cart centred. It is **not** Gymnasium's reward (a constant 1.0 per
-    step, whose gradient is zero); ``step`` still returns Gymnasium's reward for counting episode returns.
+    Training objective (``training_reward`` and ``continuation``), chosen by ``objective``:
+
+    - ``"env"``: Gymnasium's return. ``training_reward`` is Gymnasium's reward (1.0 per step, the terminating
+      step included) and ``continuation`` the straight-through survival (:meth:`survival`): exactly 1 in bounds
+      and 0 out of bounds, with the gradient of a smooth margin to the bounds. A pathwise method that weights
+      each later reward by the product of continuations maximises the real return for hard actions.
+    - ``"shaped"``: the hand-designed surrogate ``shaped_reward(next_state)``, which rewards keeping the pole
+      upright and the cart centred. It is **not** Gymnasium's reward; ``continuation`` is 1.
+
+    Under both, ``step`` returns Gymnasium's reward and termination, for counting episode returns.
 
     Raises:
-        ValueError: if ``dtype`` is not a floating-point dtype.
+        ValueError: if ``dtype`` is not a floating-point dtype, ``objective`` is not one of ``OBJECTIVES`` or
+            ``survival_width`` is not positive.
     """
 
     env_id = "CartPole-v1"
@@ -77,10 +104,22 @@ class CartPoleTwin:
     reset_low = -0.05
     reset_high = 0.05
 
-    def __init__(self, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        objective: str = "shaped",
+        survival_width: float = 0.1,
+    ) -> None:
         if not dtype.is_floating_point:
             raise ValueError(f"CartPoleTwin dtype must be a floating-point dtype (e.g. torch.float32), got {dtype}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"CartPoleTwin objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        if isinstance(survival_width, bool) or not isinstance(survival_width, (int, float)) or not survival_width > 0:
+            raise ValueError(f"CartPoleTwin survival_width must be a positive number, got {survival_width!r}")
         self.dtype = dtype
+        self.objective = objective
+        self.survival_width = float(survival_width)
         # |x| and |theta| limits, (2, 1), applied to the rows (x, theta) of the (4, batch) state view in one go.
         self._thresholds_col = torch.tensor(
             [[self.x_threshold], [self.theta_threshold_radians]], dtype=dtype, device=device
@@ -100,7 +139,7 @@ class CartPoleTwin:
         self._c = c
 
     def __repr__(self) -> str:
-        return f"CartPoleTwin(device={str(self.device)!r}, dtype={self.dtype})"
+        return f"CartPoleTwin(device={str(self.device)!r}, dtype={self.dtype}, objective={self.objective!r})"
 
     # ------------------------------------------------------------------ episode start
     def reset(self, batch: int, generator: torch.Generator | None = None) -> CartPoleState:
@@ -270,7 +309,7 @@ class CartPoleTwin:
         """
         return state.x
 
-    # ------------------------------------------------------------------ training surrogate (not the env reward)
+    # ------------------------------------------------------------------ training objectives
     def shaped_reward(self, state: CartPoleState) -> torch.Tensor:
         """Smooth per-step training surrogate, hand-designed, **not** Gymnasium's reward (a constant 1.0, no gradient).
 
@@ -287,19 +326,49 @@ class CartPoleTwin:
         pos, _, theta, _ = state.x.t().unbind(0)
         return 1.0 - 0.5 * (theta / self.theta_threshold_radians) ** 2 - 0.5 * (pos / self.x_threshold) ** 2
 
+    def survival(self, state: CartPoleState) -> torch.Tensor:
+        """Straight-through probability that the episode still runs in ``state``, shape (batch,), state dtype.
+
+        Value: exactly ``1.0`` where ``|x| <= 2.4`` and ``|theta| <= 12 deg`` and ``0.0`` elsewhere (the complement
+        of ``step``'s ``terminated``, bit for bit). Gradient: that of the smooth margin
+        ``m = sigmoid((1 - |x| / 2.4) / w) * sigmoid((1 - |theta| / 12deg) / w)``, ``w = survival_width``: each factor
+        is a sigmoid of the distance to one bound in units of that bound (their product is close to the sigmoid of
+        the nearest bound's distance), so the gradient is finite everywhere, points away from the nearer bound,
+        and is largest on it (``1 / (4 w)`` per unit of normalised distance) and small far inside
+        (``sigmoid'(1 / w) / w``, 4.5e-4 at the centre for ``w = 0.1``).
+
+        In ``agents.pathwise.shac_window`` (which multiplies every later reward and the closing value by the
+        continuations so far, and restarts the product at 1 where ``step`` reports ``terminated | truncated``), the
+        value of a terminating step's survival (0) is never used, since the episode ends there anyway, and nothing
+        is counted twice; its gradient is dropped with it. The survival's gradient therefore acts through the
+        in-bounds states of an episode (weighted by the rewards and closing value that follow each of them).
+        """
+        pos, _, theta, _ = state.x.t().unbind(0)
+        in_bounds = (pos.abs() <= self.x_threshold) & (theta.abs() <= self.theta_threshold_radians)
+        margin = torch.sigmoid((1.0 - pos.abs() / self.x_threshold) / self.survival_width) * torch.sigmoid(
+            (1.0 - theta.abs() / self.theta_threshold_radians) / self.survival_width
+        )
+        # (margin - margin.detach()) is exactly 0 with margin's gradient: the value stays the exact indicator.
+        return in_bounds.to(pos.dtype) + (margin - margin.detach())
+
     def continuation(self, state: CartPoleState) -> torch.Tensor:
-        """Ones, (batch,): the twin is exact, so termination is reported by ``step`` alone."""
+        """The probability that the episode still runs in ``state``, (batch,): ``survival(state)`` under the
+        ``"env"`` objective; ones under ``"shaped"`` (termination is then reported by ``step`` alone)."""
+        if self.objective == "env":
+            return self.survival(state)
         return torch.ones(state.x.shape[0], dtype=state.x.dtype, device=state.x.device)
 
     def training_reward(
         self, state: CartPoleState, action: torch.Tensor, next_state: CartPoleState, reward: torch.Tensor
     ) -> torch.Tensor:
-        """What a pathwise method maximises: ``shaped_reward(next_state)``, shape (batch,), state dtype.
+        """What a pathwise method maximises, shape (batch,), state dtype.
 
-        A hand-designed surrogate, not Gymnasium's reward: ``reward`` (the constant 1.0 ``step`` returns),
-        ``state`` and ``action`` are accepted for the ``DifferentiableEnv`` protocol and not used; the action
-        reaches the surrogate through ``next_state``.
+        ``"env"``: ``reward`` itself, Gymnasium's 1.0 per step (the gradient comes from ``continuation``).
+        ``"shaped"``: ``shaped_reward(next_state)``, a hand-designed surrogate; ``reward``, ``state`` and ``action``
+        are then not used (the action reaches the surrogate through ``next_state``).
         """
+        if self.objective == "env":
+            return reward
         return self.shaped_reward(next_state)
 
 
