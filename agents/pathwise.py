@@ -43,11 +43,13 @@ hand-shaped reward; gridworlds: the env reward itself). The record still reports
 from the twin's env rewards, and the base class evaluates the greedy policy in the real Gymnasium environment. Each
 iteration consumes ``n_envs * horizon`` env steps.
 
-Exploration (``explore_bonus``, off by default; twins of ``Discrete`` observation spaces): each training reward
-gets a count bonus on the next cell, ``r~_t = r_t + beta u / sqrt(max(N(s_{t+1}), 1))``, with ``N`` the expected
-visits of each cell over all windows so far and ``u`` the RMS of the first window's training rewards. The
-observation of such a twin is the distribution over cells, so the bonus is linear in it (``o' . b``) and the
-pathwise gradient carries it to the actions like the reward itself; the critic learns the bonus too. Measured on
+Exploration (``explore_bonus``, off by default; twins with cells to count, ``envs.differentiable.CountableEnv``):
+each training reward gets a count bonus on the next cell, ``r~_t = r_t + beta u / sqrt(max(N(s_{t+1}), 1))``, with
+``N`` the expected visits of each cell over all windows so far and ``u`` the RMS of the first window's training
+rewards. The twin gives each state's distribution over its cells, ``twin.visit_distribution(s)`` (the gridworld
+twins: the observation itself; MiniGrid: the agent's position times carrying the key), so the bonus is linear in it
+(``p(s') . b``) and the pathwise gradient carries it to the actions like the reward itself; the critic learns the
+bonus too. Measured on
 ``gumbel_rl/Maze-16x16-v0`` (the tuned Maze entry, eval every 512 steps, see ``docs/benchmarks.md``): with
 ``beta = 1`` st-gumbel solved the three seeds that never solved without it (0, 7, 9: at 46,848, 33,024 and
 40,192 env steps; 10/10 seeds at a median 34,304 against 7/10 at 41,472 without it), and ``reinmax`` and
@@ -75,6 +77,7 @@ from agents.episodes import EpisodeReturns
 from agents.registry import register_method
 from agents.returns import lambda_returns
 from envs import DifferentiableEnv
+from envs.differentiable import CountableEnv
 from gumbel_rl.estimators import PATHWISE_ESTIMATORS, Estimator
 from gumbel_rl.policy import GumbelPolicy, mlp
 from gumbel_rl.schedules import make_schedule
@@ -134,9 +137,10 @@ class PathwiseConfig(Config):
     explore_bonus: float = 0.0
     """Weight ``beta`` of a count-based exploration bonus ``beta * u / sqrt(max(N(s'), 1))`` added to each training
     reward, ``N`` the visits of the next cell so far and ``u`` the RMS of the first window's training rewards (so
-    that it means the same on any reward scale). Only for twins of ``Discrete`` observation spaces, whose
-    observation is the distribution over cells: the bonus is then linear in it, ``o' . b``, and the pathwise
-    gradient carries it to the actions. 0 (the default) turns it off."""
+    that it means the same on any reward scale). Only for twins with cells to count (``envs.differentiable.
+    CountableEnv``: the gridworld and MiniGrid twins), which give each state's distribution over cells: the bonus is
+    then linear in it, ``p(s') . b``, and the pathwise gradient carries it to the actions. 0 (the default) turns it
+    off."""
 
     def __post_init__(self) -> None:
         if isinstance(self.critic_arch, list):
@@ -205,6 +209,9 @@ class Window(NamedTuple):
     the episode still runs, which weights every later reward and the closing value."""
     actions: torch.Tensor | None = None
     """(H, B, n_actions) the actions fed to the twin, detached (for a score-function loss on the same window)."""
+    cells: torch.Tensor | None = None
+    """(H, B, n_cells) ``twin.visit_distribution`` of the state each step acted on, detached (only with
+    ``count_cells``: the visits of a count bonus)."""
 
 
 def value(critic: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -231,6 +238,7 @@ def shac_window(
     generator: torch.Generator | None = None,
     entropy_grad: bool = False,
     bonus: torch.Tensor | None = None,
+    count_cells: bool = False,
 ) -> Window:
     """Roll ``policy`` through ``twin`` for ``horizon`` steps from ``state`` and build the actor's objective.
 
@@ -247,9 +255,10 @@ def shac_window(
         gamma: discount; tau: Gumbel-Softmax temperature; estimator: a pathwise estimator name.
         generator: the source of all twin and Gumbel noise (consumed in step order).
         entropy_grad: keep the entropy's graph (needed when its weight in the loss is not 0).
-        bonus: None, or an exploration bonus per observation component, (obs_dim,) without gradient: each step's
-            training reward gets ``observe(s_{t+1}) . bonus`` (for one-hot or distributional cell observations,
-            the bonus of the next cell, or its expectation), differentiable in the next state.
+        bonus: None, or an exploration bonus per cell of ``twin.visit_distribution`` (a ``CountableEnv``),
+            (n_cells,) without gradient: each step's training reward gets ``visit_distribution(s_{t+1}) . bonus``
+            (the bonus of the next cell, or its expectation), differentiable in the next state.
+        count_cells: record ``twin.visit_distribution`` of each state acted on in ``Window.cells``.
     Returns:
         the :class:`Window`.
     """
@@ -260,15 +269,18 @@ def shac_window(
     objective = torch.zeros_like(discount)
     entropy = torch.zeros((), dtype=obs.dtype, device=obs.device)
     obs_buf, rew_buf, env_rew_buf, nv_buf, term_buf, done_buf, cont_buf, act_buf = [], [], [], [], [], [], [], []
+    cell_buf: list[torch.Tensor] = []
     for t in range(horizon):
         obs = twin.observe(state)
+        if count_cells:
+            cell_buf.append(twin.visit_distribution(state).detach())  # type: ignore[attr-defined]
         action, logits = policy.act(obs, tau=tau, estimator=estimator, generator=generator)
         next_state, env_reward, terminated, truncated = twin.step(state, action, generator=generator)
         reward = twin.training_reward(state, action, next_state, env_reward)
         done = terminated | truncated
         next_obs = twin.observe(next_state)
         if bonus is not None:
-            reward = reward + next_obs @ bonus
+            reward = reward + twin.visit_distribution(next_state) @ bonus  # type: ignore[attr-defined]
         next_value = value(critic, next_obs)
         objective = objective + discount * reward
         # A truncated episode bootstraps on V(final obs); a terminated one is cut.
@@ -306,6 +318,7 @@ def shac_window(
         next_state=state,
         continuation=torch.stack(cont_buf),
         actions=torch.stack(act_buf),
+        cells=torch.stack(cell_buf) if count_cells else None,
     )
 
 
@@ -357,13 +370,14 @@ class PathwiseAgent(Agent):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_learning_rate)
         self.twin_state = self._initial_state()
         self.episodes = EpisodeReturns(cfg.n_envs, device=self.device)
-        if cfg.explore_bonus > 0 and not isinstance(obs_space, gym.spaces.Discrete):
+        if cfg.explore_bonus > 0 and not isinstance(self.twin, CountableEnv):
             raise ValueError(
-                f"hyperparameter explore_bonus needs a Discrete observation space (cells to count), and "
-                f"{self.env_id!r} has {type(obs_space).__name__}; use explore_bonus=0"
+                f"hyperparameter explore_bonus needs a twin with cells to count (visit_distribution: the gridworld "
+                f"and MiniGrid twins), and the twin of {self.env_id!r} has none; use explore_bonus=0"
             )
         # Exploration bonus state: expected visits per cell, and the reward unit (0 until the first window).
-        self.visits = torch.zeros(self.twin.obs_dim, device=self.device)
+        n_cells = self.twin.visit_distribution(self.twin_state).shape[1] if cfg.explore_bonus > 0 else 0
+        self.visits = torch.zeros(n_cells, device=self.device)
         self.reward_unit = torch.zeros((), device=self.device)
 
     def _make_twin(self) -> DifferentiableEnv:
@@ -419,6 +433,7 @@ class PathwiseAgent(Agent):
             generator=self.generator,
             entropy_grad=cfg.ent_coef > 0,
             bonus=self._exploration_bonus(),
+            count_cells=cfg.explore_bonus > 0,
         )
         if cfg.explore_bonus > 0:
             self._count_visits(window)
@@ -447,7 +462,7 @@ class PathwiseAgent(Agent):
         return cfg.n_envs * cfg.horizon, {**{k: float(v) for k, v in metrics.items()}, **self.episodes.metrics()}
 
     def _exploration_bonus(self) -> torch.Tensor | None:
-        """The per-cell bonus ``beta * u / sqrt(max(N, 1))`` for the next window, (obs_dim,); None while off (and
+        """The per-cell bonus ``beta * u / sqrt(max(N, 1))`` for the next window, (n_cells,); None while off (and
         for the first window, which sets the reward unit ``u``)."""
         beta = self.config.explore_bonus
         if beta <= 0 or not self.reward_unit > 0:
@@ -455,9 +470,10 @@ class PathwiseAgent(Agent):
         return count_bonus(self.visits, beta) * self.reward_unit
 
     def _count_visits(self, window: Window) -> None:
-        """Add the window's (expected) cell visits; the first window also fixes the reward unit ``u`` (the RMS of
-        its training rewards)."""
-        self.visits += window.observations.sum((0, 1))
+        """Add the window's (expected) cell visits (``window.cells``); the first window also fixes the reward unit
+        ``u`` (the RMS of its training rewards)."""
+        assert window.cells is not None  # the window was rolled with count_cells
+        self.visits += window.cells.sum((0, 1))
         if not self.reward_unit > 0:
             self.reward_unit.fill_(1.0 / reward_scale(window.rewards))
 

@@ -102,6 +102,21 @@ class DifferentiableEnv(Protocol):
         ...
 
 
+@runtime_checkable
+class CountableEnv(DifferentiableEnv, Protocol):
+    """A :class:`DifferentiableEnv` with cells to count: the optional extension a count-based exploration bonus
+    needs (``agents.pathwise``'s ``explore_bonus``). The gridworld and MiniGrid twins implement it.
+    """
+
+    def visit_distribution(self, state: Any) -> torch.Tensor:
+        """The distribution of ``state`` over the environment's ``n_cells`` countable cells, shape (batch, n_cells),
+        floating, rows summing to 1, differentiable in the state (so that a bonus linear in it, ``visits . b``,
+        carries a pathwise gradient to the actions). ``n_cells`` is fixed per environment; a point mass gives a
+        one-hot row.
+        """
+        ...
+
+
 _TWINS: dict[str, Callable[..., DifferentiableEnv]] = {}
 
 

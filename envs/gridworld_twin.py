@@ -259,6 +259,11 @@ class GridWorldTwin:
         """The observation (batch, n_cells): ``state.dist`` itself, the one-hot of the env's cell index."""
         return state.dist
 
+    def visit_distribution(self, state: GridState) -> torch.Tensor:
+        """The cells a count bonus counts (``envs.differentiable.CountableEnv``), (batch, n_cells): ``state.dist``,
+        the observation itself."""
+        return state.dist
+
     def continuation(self, state: GridState) -> torch.Tensor:
         """Ones, (batch,): the twin is exact, so termination is reported by ``step`` alone."""
         return torch.ones(state.dist.shape[0], dtype=state.dist.dtype, device=state.dist.device)

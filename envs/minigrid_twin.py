@@ -710,6 +710,21 @@ class MiniGridTwin:
             return _propagate_visibility(see_behind == 1, operator.and_, operator.or_).to(self.dtype)
         return _propagate_visibility(see_behind, operator.mul, _or)
 
+    def visit_distribution(self, state: MiniGridState) -> torch.Tensor:
+        """The cells a count bonus counts (``envs.differentiable.CountableEnv``): the agent's position times whether
+        it carries the key, (batch, 2 W H), flat index ``(x * H + y) * 2 + carrying``; the product of the pose's
+        (x, y) marginal and ``carry``, as the state itself is a product of marginals.
+
+        Carrying is in the cell because it is the one step of DoorKey that moves no position: with the position
+        alone, picking up the key lands on a counted cell and earns no bonus, while here it lands on an unseen one
+        (and its gradient reaches the pickup action's weight through ``carry``); the door needs nothing more, since
+        opening it makes the cells behind it reachable, and those are unseen. The direction is left out: it
+        multiplies the cells by 4 without marking progress (a turn would look as new as a room).
+        """
+        cell = state.pose.sum(-1).flatten(1)  # (B, W * H)
+        carry = state.carry[:, None]
+        return torch.stack([cell * (1.0 - carry), cell * carry], -1).flatten(1)
+
     def continuation(self, state: MiniGridState) -> torch.Tensor:
         """Ones, (batch,): the twin is exact, so termination is reported by ``step`` alone."""
         return torch.ones(state.pose.shape[0], dtype=state.pose.dtype, device=state.pose.device)

@@ -517,7 +517,7 @@ def test_exploration_bonus_counts_visits_resumes_exactly_and_is_refused_without_
     assert _strip_wall(resumed.record) == _strip_wall(full.record)
     _assert_same_weights(resumed, full)
     assert torch.equal(resumed.visits, full.visits)
-    with pytest.raises(ValueError, match="explore_bonus needs a Discrete observation space"):
+    with pytest.raises(ValueError, match="explore_bonus needs a twin with cells to count"):
         agents.make_agent("st-gumbel", "CartPole-v1", explore_bonus=0.5)
     with pytest.raises(ValueError, match="explore_bonus"):
         agents.make_agent("st-gumbel", EMPTY, explore_bonus=-1.0)
