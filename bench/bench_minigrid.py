@@ -20,17 +20,27 @@ Throughput (``throughput``), at n environments:
 Each runner is warmed up and timed over a block of >= ``--min-time`` s; the runners alternate within each repeat
 and the median over ``--repeats`` is reported, with the ratio twin / minigrid. Torch runs on 1 intra-op thread.
 
-Run ``python bench/bench_minigrid.py fidelity`` and ``python bench/bench_minigrid.py throughput``. Prints markdown.
+Learning (``learning``): ``--method`` (default ``st-gumbel``) on each id for each ``--seeds``, with the tuned defaults
+(``agents.hyperparams``) overridden by ``--hp NAME=VALUE`` (as ``train.py``), for at most ``--budget`` env steps on 1
+torch thread, stopping when solved: the package's standard check (every ``eval_every`` steps a greedy evaluation in
+the real env, ``ImgObsWrapper`` + ``FlattenObservation``; at the threshold the 100-episode check decides). Reports per
+run the env steps to solve (``--``: not solved), the last evaluation's mean return and the training seconds, then
+per id the seeds solved and the median steps to solve (an unsolved run counts as infinitely late).
+
+Run ``python bench/bench_minigrid.py fidelity``, ``python bench/bench_minigrid.py throughput`` and
+``python bench/bench_minigrid.py learning --ids MiniGrid-DoorKey-5x5-v0 --hp explore_bonus=0.3``. Prints markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -190,9 +200,31 @@ def fmt(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def learning(method: str, env_id: str, seed: int, budget: int, hp: dict[str, Any]) -> dict[str, Any]:
+    """One training run stopped when solved: steps to solve (None: not within ``budget``), last eval, seconds."""
+    from agents import make_agent
+    from agents.callbacks import StopTrainingOnSolved
+
+    agent = make_agent(method, env_id, seed=seed, n_threads=1, **hp)
+    try:
+        agent.learn(budget, callback=StopTrainingOnSolved())
+    finally:
+        agent.close()
+    last = agent.last_eval.mean if agent.last_eval is not None else float("nan")
+    return {"solve_env_steps": agent.solve_env_steps, "last_eval": last, "train_s": agent.train_wall_s}
+
+
+def _median_steps(steps: list[int | None]) -> str:
+    """Median steps to solve, an unsolved run counting as infinitely late ("--" when half or more never solved)."""
+    ordered = sorted(s if s is not None else math.inf for s in steps)
+    mid = len(ordered) // 2
+    med = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return "--" if math.isinf(med) else f"{med:,.0f}"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["fidelity", "throughput"])
+    p.add_argument("what", choices=["fidelity", "throughput", "learning"])
     p.add_argument(
         "--ids", nargs="+", default=None, help="env ids (default: fidelity FIDELITY_IDS, throughput DoorKey-5x5)"
     )
@@ -203,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bwd-max", type=int, default=4096, help="throughput: largest batch for fwd+bwd (memory)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.5)
+    p.add_argument("--method", default="st-gumbel", help="learning: the method (default st-gumbel)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="learning: seeds (default 0 1 2)")
+    p.add_argument("--budget", type=int, default=40_000, help="learning: env steps per run at most (default 40,000)")
+    p.add_argument("--hp", nargs="*", default=[], metavar="NAME=VALUE", help="learning: hyperparameter overrides")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     import agents.evaluation  # noqa: F401  (the same wrapped envs as training and evaluation)
@@ -221,6 +257,24 @@ def main(argv: list[str] | None = None) -> None:
             )
         return
     ids = args.ids or ["MiniGrid-DoorKey-5x5-v0"]
+    if args.what == "learning":
+        from experiments.runner import parse_hyperparameters
+
+        hp = parse_hyperparameters(args.hp)
+        setting = " ".join(args.hp) or "tuned defaults"
+        print(f"{args.method}, {setting}, budget {args.budget:,} env steps\n")
+        print("| id | seed | env steps to solve | last eval | train s |")
+        print("|---|---:|---:|---:|---:|")
+        for env_id in ids:
+            steps = []
+            for seed in args.seeds:
+                res = learning(args.method, env_id, seed, args.budget, hp)
+                steps.append(res["solve_env_steps"])
+                solved = "--" if res["solve_env_steps"] is None else f"{res['solve_env_steps']:,}"
+                print(f"| {env_id} | {seed} | {solved} | {res['last_eval']:.3f} | {res['train_s']:.0f} |", flush=True)
+            n_solved = sum(s is not None for s in steps)
+            print(f"| {env_id} | {n_solved}/{len(steps)} solved | median {_median_steps(steps)} | | |", flush=True)
+        return
     for env_id in ids:
         if env_id not in MINIGRID_IDS:
             raise SystemExit(f"--ids: {env_id!r} has no twin; ids with one: {', '.join(MINIGRID_IDS)}")
