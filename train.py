@@ -45,7 +45,7 @@ import torch
 import agents  # noqa: F401  (registers every method)
 from agents.evaluation import SOLVE_EPISODES, evaluate, import_gym_packages, is_solved, reward_threshold
 from agents.registry import hyperparameter_docs
-from experiments.compare import CompareSettings, check_backend, format_table, plan_comparison, run_comparison
+from experiments.compare import BACKENDS, CompareSettings, check_backend, format_table, plan_comparison, run_comparison
 from experiments.runner import (
     CHECKPOINT,
     DEFAULT_CHECKPOINT_SECONDS,
@@ -219,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, metavar="K", help="parallel runs, one torch thread each (default: CPUs)"
     )
     c.add_argument(
-        "--backend", choices=("local", "ray"), default="local", help="local processes (default) or Ray tasks"
+        "--backend",
+        choices=BACKENDS,
+        default="batched",
+        help="batched (default): local processes, the seeds of each pathwise twin method trained together in one "
+        "batched computation; local: one process per run; ray: one Ray task per run",
     )
     c.add_argument("--out", required=True, metavar="DIR", help="comparison directory")
     common(c)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -228,6 +228,61 @@ def evaluate(
         venv.close()
     returns = np.asarray(returns, dtype=np.float64)
     return EvalResult(float(returns.mean()), float(returns.std()), len(returns), deterministic)
+
+
+def evaluate_many(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    episodes: int,
+    seeds: Sequence[int],
+    deterministic: bool = True,
+    n_envs: int = 4,
+) -> list[EvalResult]:
+    """:func:`evaluate` of ``P = len(seeds)`` policies at once, in one Gymnasium vector env of the real environment.
+
+    Policy ``j`` plays copies ``seeds[j] + i`` (``i < min(n_envs, episodes)``), each copy the same number of
+    episodes as :func:`evaluate` gives it (SB3's ``evaluate_policy``: copy ``i`` plays ``(episodes + i) // n``),
+    and its returns are SB3's ``Monitor`` returns (the sum of the rewards rounded to 6 decimals), collected in
+    ``evaluate_policy``'s order -- so each result is the one :func:`evaluate` gives that policy alone.
+
+    Args:
+        act: ``act(obs)`` with ``obs`` of shape ``(P, n, *obs_shape)`` returns the actions, ``(P, n)`` integers.
+        seeds: one env seed per policy.
+    Raises:
+        ValueError: episodes < 1 or no seeds.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not seeds:
+        raise ValueError("evaluate_many needs at least one seed (one per policy)")
+    n_pol, n = len(seeds), min(n_envs, episodes)
+    kwargs = make_kwargs(env_id)
+    venv = gym.vector.SyncVectorEnv(
+        [functools.partial(gym.make, env_id, **kwargs) for _ in range(n_pol * n)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    targets = np.tile(np.array([(episodes + i) // n for i in range(n)]), n_pol)
+    counts = np.zeros(n_pol * n, dtype=np.int64)
+    current = np.zeros(n_pol * n, dtype=np.float64)
+    returns: list[list[float]] = [[] for _ in range(n_pol)]
+    try:
+        obs, _ = venv.reset(seed=[int(s) + i for s in seeds for i in range(n)])
+        while (counts < targets).any():
+            actions = np.asarray(act(obs.reshape(n_pol, n, *obs.shape[1:]))).reshape(-1)
+            obs, rewards, terminated, truncated, _ = venv.step(actions)
+            current += rewards
+            for k in np.flatnonzero(terminated | truncated):
+                if counts[k] < targets[k]:
+                    returns[k // n].append(round(float(current[k]), 6))
+                    counts[k] += 1
+                current[k] = 0.0
+    finally:
+        venv.close()
+    out = []
+    for r in returns:
+        arr = np.asarray(r, dtype=np.float64)
+        out.append(EvalResult(float(arr.mean()), float(arr.std()), len(arr), deterministic))
+    return out
 
 
 def is_solved(result: EvalResult, env_id: str) -> bool:

@@ -4,6 +4,10 @@ Every (method, seed) pair is one run (``experiments.runner``), written to ``DIR/
 as a single run. Runs execute in parallel: local processes (``concurrent.futures`` with the "spawn" context, one
 torch thread each) or Ray tasks (``backend="ray"``; ``ray.init()`` starts a local cluster, or joins the one named by
 ``RAY_ADDRESS`` -- the package must then be installed on its nodes and ``DIR`` be on a filesystem they share).
+The default backend, ``"batched"``, is the local one except that the seeds of each pathwise twin method
+(``agents.many_seeds.batched_methods``) train in one process as one batched computation
+(``experiments.runner.train_runs_batched``, ``agents.many_seeds.ManySeeds``): each seed still gets its own run
+directory with the same files, and its result is the one it would get with any other companions.
 
 Then ``DIR/summary.json``, ``DIR/summary.csv`` (one row per method, :data:`SUMMARY_COLUMNS`) and ``DIR/curves.png``.
 Per method, over its seeds:
@@ -68,6 +72,7 @@ from experiments.runner import (
     sanitize,
     start_run,
     train_run,
+    train_runs_batched,
     write_json,
 )
 from experiments.stats import BOOTSTRAP_REPS, median_or_none, stratified_bootstrap_iqm
@@ -88,7 +93,9 @@ SUMMARY_COLUMNS = (
 )
 WALL_CLOCK_COLUMNS = ("solve_wall_s_median", "wall_s_median")
 """Summary columns that depend on the machine's speed (everything else is a function of the seeds)."""
-BACKENDS = ("local", "ray")
+BACKENDS = ("batched", "local", "ray")
+"""``batched``: local processes, the seeds of each pathwise twin method together in one (the default); ``local``: one
+process per run; ``ray``: one Ray task per run."""
 BOOTSTRAP_SEED = 0
 
 
@@ -305,6 +312,77 @@ def execute_task(task: RunTask, stop_flag: Any = None) -> dict[str, Any]:
         return {**payload, "status": "done", "result": result, "curve": _curve(run.agent.record, result)}
 
 
+def execute_batch(tasks: Sequence[RunTask], stop_flag: Any = None) -> list[dict[str, Any]]:
+    """Run tasks of one pathwise method with one torch thread as batched computations (runs at the same env step
+    together: ``experiments.runner.train_runs_batched``); returns their payloads, as :func:`execute_task`'s.
+    Exceptions from training propagate."""
+    torch.set_num_threads(1)
+    runs = []
+    try:
+        for task in tasks:
+            s = task.settings
+            runs.append(
+                open_resume(task.run_dir, steps=s.steps, device=s.device)
+                if task.resume
+                else start_run(s, task.run_dir, True)
+            )
+        groups: dict[int, list[int]] = {}
+        for i, run in enumerate(runs):
+            groups.setdefault(run.agent.num_env_steps, []).append(i)
+        payloads: list[dict[str, Any]] = []
+        stopped = False
+        for members in groups.values():
+            group = [runs[i] for i in members]
+            base = [
+                {"method": r.settings.method, "seed": r.settings.seed, "run_dir": tasks[i].run_dir}
+                for i, r in zip(members, group, strict=True)
+            ]
+            if stopped:
+                payloads += [
+                    {**b, "status": "interrupted", "env_steps": r.agent.num_env_steps}
+                    for b, r in zip(base, group, strict=True)
+                ]
+                continue
+            try:
+                results = train_runs_batched(group, stop_flag=stop_flag, checkpoints=tasks[members[0]].checkpoints)
+            except TrainingInterrupted as exc:
+                stopped = True
+                payloads += [{**b, "status": "interrupted", "env_steps": exc.env_steps} for b in base]
+                continue
+            payloads += [
+                {**b, "status": "done", "result": res, "curve": _curve(r.agent.record, res)}
+                for b, r, res in zip(base, group, results, strict=True)
+            ]
+        return payloads
+    finally:
+        for run in runs:
+            run.close()
+
+
+def batch_tasks(tasks: Sequence[RunTask]) -> list[RunTask | list[RunTask]]:
+    """The tasks as the ``batched`` backend runs them: the tasks of each method whose seeds train in one batch
+    (``agents.many_seeds.batched_methods``, without ``explore_bonus``), two or more, as one list; the others alone."""
+    from agents.many_seeds import batched_methods
+    from agents.registry import resolve
+
+    batchable = set(batched_methods())
+    by_method: dict[str, list[RunTask]] = {}
+    for task in tasks:
+        by_method.setdefault(task.settings.method, []).append(task)
+    items: list[RunTask | list[RunTask]] = []
+    for method, group in by_method.items():
+        s = group[0].settings
+        together = method in batchable and len(group) > 1
+        if together:
+            _, config = resolve(method, s.env_id, s.hyperparameters)
+            together = getattr(config, "explore_bonus", 0.0) == 0
+        if together:
+            items.append(group)
+        else:
+            items.extend(group)
+    return items
+
+
 def load_finished(run_dir: Path) -> dict[str, Any]:
     """The payload of a finished run of an earlier comparison, from its directory (``result.json`` and
     ``metrics.csv``)."""
@@ -349,7 +427,9 @@ def _init_local_worker(stop_event: Any) -> None:
     _WORKER_STOP = _EitherFlag(stop_event, own)
 
 
-def _local_task(task: RunTask) -> dict[str, Any]:
+def _local_task(task: RunTask | list[RunTask]) -> dict[str, Any] | list[dict[str, Any]]:
+    if isinstance(task, list):
+        return execute_batch(task, _WORKER_STOP)
     return execute_task(task, _WORKER_STOP)
 
 
@@ -365,9 +445,10 @@ def _failed(task: RunTask, exc: BaseException) -> dict[str, Any]:
     }
 
 
-def run_local(tasks: Sequence[RunTask], workers: int, stop_flag: Any) -> Iterator[dict[str, Any]]:
-    """Yield each task's payload as it finishes, from ``workers`` spawned processes. Once ``stop_flag`` is set,
-    pending tasks are cancelled and running ones stop at their next iteration boundary (checkpointed)."""
+def run_local(tasks: Sequence[RunTask | list[RunTask]], workers: int, stop_flag: Any) -> Iterator[dict[str, Any]]:
+    """Yield each task's payload as it finishes, from ``workers`` spawned processes; a list of tasks is one batched
+    task (:func:`execute_batch`) whose payloads come together. Once ``stop_flag`` is set, pending tasks are
+    cancelled and running ones stop at their next iteration boundary (checkpointed)."""
     ctx = multiprocessing.get_context("spawn")
     stop_event = ctx.Event()
     executor = cf.ProcessPoolExecutor(
@@ -382,7 +463,12 @@ def run_local(tasks: Sequence[RunTask], workers: int, stop_flag: Any) -> Iterato
                 if fut.cancelled():
                     continue
                 exc = fut.exception()
-                yield _failed(futures[fut], exc) if exc is not None else fut.result()
+                task = futures[fut]
+                if exc is not None:
+                    yield from (_failed(t, exc) for t in (task if isinstance(task, list) else [task]))
+                    continue
+                result = fut.result()
+                yield from (result if isinstance(result, list) else [result])
             if stop_flag.is_set() and not stop_event.is_set():
                 stop_event.set()
                 for fut in pending:
@@ -593,7 +679,7 @@ def run_comparison(
     settings: CompareSettings,
     out: str | os.PathLike,
     workers: int | None = None,
-    backend: str = "local",
+    backend: str = "batched",
     force: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
@@ -605,7 +691,8 @@ def run_comparison(
 
     Args:
         workers: parallel runs (default: CPU count, at most the number of runs).
-        backend: "local" (processes) or "ray".
+        backend: "batched" (processes, each pathwise twin method's seeds in one batched process: the default),
+            "local" (one process per run) or "ray".
         progress: a tqdm bar over the runs on stderr.
         log: where one-line messages go ("skipped ...", failures).
         stop_flag: anything with ``is_set()``; when None, Ctrl-C and SIGTERM are deferred with
@@ -633,7 +720,8 @@ def run_comparison(
                 log(f"resuming {Path(item.run_dir).name} from its {CHECKPOINT}")
     interrupted, signum = False, signal.SIGINT
     if tasks:
-        n = min(workers or os.cpu_count() or 1, len(tasks))
+        items: list[RunTask | list[RunTask]] = batch_tasks(tasks) if backend == "batched" else list(tasks)
+        n = min(workers or os.cpu_count() or 1, len(items))
         notice = "stopping the running runs at their next iteration (checkpointed); a second signal quits now"
         guard = (
             contextlib.nullcontext(stop_flag)
@@ -642,7 +730,7 @@ def run_comparison(
         )
         with guard as flag:
             bar = _bar(len(tasks), progress)
-            stream = run_local(tasks, n, flag) if backend == "local" else run_ray(tasks, n, flag)
+            stream = run_ray(tasks, n, flag) if backend == "ray" else run_local(items, n, flag)
             for payload in stream:
                 payloads.append(payload)
                 name = f"{payload['method']}__s{payload['seed']}"

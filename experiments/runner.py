@@ -709,7 +709,11 @@ def final_evaluation(agent: Agent, deterministic: bool) -> EvalResult:
 
 
 def finish_run(
-    agent: Agent, settings: RunSettings, run_dir: str | os.PathLike, logger: Logger | None = None
+    agent: Agent,
+    settings: RunSettings,
+    run_dir: str | os.PathLike,
+    logger: Logger | None = None,
+    evaluations: tuple[EvalResult, EvalResult, float] | None = None,
 ) -> dict[str, Any]:
     """Save the checkpoint, evaluate, and write ``policy.pt``, ``curve.png`` and ``result.json`` (``metrics.csv`` is
     written as training runs); the final evaluation also goes to ``logger`` (not to its CSV) as
@@ -721,13 +725,19 @@ def finish_run(
     deterministic evaluation ``eval_return_mean`` / ``eval_return_std`` / ``eval_episodes`` / ``eval_seed`` and
     whether it meets the threshold (``final_solved``), the stochastic one ``stochastic_eval_return_mean`` /
     ``..._std`` / ``..._episodes``, ``device``, and ``eval_wall_s`` (seconds of the final evaluation).
+
+    ``evaluations``: the final (deterministic, stochastic) evaluations and their seconds when already made (by
+    :func:`train_runs_batched`, for many runs at once); None makes them here (:func:`final_evaluation`).
     """
     run_dir = Path(run_dir)
     agent.save(run_dir / CHECKPOINT)
-    t0 = time.perf_counter()
-    det = final_evaluation(agent, deterministic=True)
-    sto = final_evaluation(agent, deterministic=False)
-    eval_wall = time.perf_counter() - t0
+    if evaluations is None:
+        t0 = time.perf_counter()
+        det = final_evaluation(agent, deterministic=True)
+        sto = final_evaluation(agent, deterministic=False)
+        eval_wall = time.perf_counter() - t0
+    else:
+        det, sto, eval_wall = evaluations
     threshold = reward_threshold(settings.env_id)
     extra = {
         "env_id": settings.env_id,
@@ -774,6 +784,91 @@ def finish_run(
             logger.record(f"eval/{key}", value, exclude="csv")
         logger.dump(step=agent.num_env_steps)
     return result
+
+
+def final_evaluations_batched(agents: Sequence[Agent]) -> list[tuple[EvalResult, EvalResult, float]]:
+    """:func:`final_evaluation` (deterministic and stochastic) of many agents of one env at once, in one vector env
+    each (``agents.many_seeds.evaluate_policies``): the same episodes and env seeds as one run's, and per agent a
+    sampling generator seeded :data:`EVAL_SEED` (the stream one run draws from torch's global generator). The
+    seconds are the batch's, shared by every agent."""
+    from agents.many_seeds import evaluate_policies
+
+    policies = [a.policy for a in agents]
+    first = agents[0]
+    t0 = time.perf_counter()
+    out = []
+    for deterministic in (True, False):
+        out.append(
+            evaluate_policies(
+                policies,
+                first.policy,
+                first.env_id,
+                FINAL_EVAL_EPISODES,
+                [EVAL_SEED] * len(agents),
+                deterministic=deterministic,
+                n_envs=FINAL_EVAL_ENVS,
+                noise_seed=EVAL_SEED,
+            )
+        )
+    seconds = time.perf_counter() - t0
+    return [(det, sto, seconds) for det, sto in zip(out[0], out[1], strict=True)]
+
+
+def train_runs_batched(
+    runs: Sequence[Run],
+    stop_flag: Any = None,
+    tensorboard: bool = True,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),  # noqa: B008 - frozen dataclass
+) -> list[dict[str, Any]]:
+    """:func:`train_run` for runs of one pathwise method at one env step (distinct seeds), trained as one batched
+    computation (``agents.many_seeds.ManySeeds``): each run logs its rows to its own ``metrics.csv``, checkpoints per
+    ``checkpoints``, stops on solved if its settings say so, and gets the same files as from :func:`train_run`; the
+    final evaluations of all runs are made together (:func:`final_evaluations_batched`). The runs stay open.
+
+    Returns:
+        Each run's ``result.json`` contents, in order.
+    Raises:
+        ValueError: runs that cannot train together (``agents.many_seeds.check_batchable``) or have different step
+            budgets.
+        TrainingInterrupted: on KeyboardInterrupt (or a set ``stop_flag``), after saving every run's checkpoint;
+            it names the first run.
+    """
+    from agents.many_seeds import ManySeeds
+
+    checkpoints.validate()
+    if len({r.settings.steps for r in runs}) != 1:
+        raise ValueError("runs trained together must have one step budget")
+    group = ManySeeds([r.agent for r in runs], n_threads=None)  # type: ignore[misc]
+    loggers, callbacks = [], []
+    for r in runs:
+        cbs: list[BaseCallback] = []
+        if r.settings.stop_on_solved:
+            cbs.append(StopTrainingOnSolved())
+        cbs.append(checkpoints.callback(r.run_dir / CHECKPOINT, r.settings.steps))
+        if stop_flag is not None:
+            cbs.append(StopRequestCallback(stop_flag))
+        callbacks.append(cbs)
+        logger = configure_run_logger(r.run_dir / METRICS, r.run_dir / TB_DIR if tensorboard else None)
+        r.agent.set_logger(logger)
+        loggers.append(logger)
+    steps = runs[0].settings.steps
+    try:
+        try:
+            group.learn(steps, callbacks=callbacks)
+        except KeyboardInterrupt:
+            for r in runs:
+                r.agent.save(r.run_dir / CHECKPOINT)
+            signum = getattr(stop_flag, "signum", signal.SIGINT) if stop_flag is not None else signal.SIGINT
+            raise TrainingInterrupted(runs[0].run_dir, runs[0].agent.num_env_steps, steps, signum) from None
+        evaluations = final_evaluations_batched([r.agent for r in runs])
+        return [
+            finish_run(r.agent, r.settings, r.run_dir, logger, ev)
+            for r, logger, ev in zip(runs, loggers, evaluations, strict=True)
+        ]
+    finally:
+        for r, logger in zip(runs, loggers, strict=True):
+            logger.close()
+            r.agent.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def run_training(
