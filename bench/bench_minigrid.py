@@ -142,8 +142,8 @@ class GymRunner:
 
 
 class TwinForward:
-    def __init__(self, env_id: str, n: int) -> None:
-        self.twin = MiniGridTwin(env_id)
+    def __init__(self, env_id: str, n: int, twin_cls: type = MiniGridTwin) -> None:
+        self.twin = twin_cls(env_id)
         self.gen = torch.Generator().manual_seed(0)
         self.state = self.twin.reset(n, self.gen)
         self.pool = [
@@ -162,8 +162,8 @@ class TwinForward:
 
 
 class TwinBackward(TwinForward):
-    def __init__(self, env_id: str, n: int) -> None:
-        super().__init__(env_id, n)
+    def __init__(self, env_id: str, n: int, twin_cls: type = MiniGridTwin) -> None:
+        super().__init__(env_id, n, twin_cls)
         self.value = torch.randn(147, generator=self.gen) / 147
 
     def run(self, iters: int) -> int:
@@ -176,7 +176,7 @@ class TwinBackward(TwinForward):
                 loss = loss + r.sum() + (self.twin.observe(state) @ self.value).sum()
                 state = self.twin.reset_done(state, te | tr, self.gen)
             torch.autograd.grad(loss, actions)
-            self.state = MiniGridState(*(f.detach() for f in state))
+            self.state = type(state)(*(f.detach() for f in state))
         return iters * WINDOW * self.n
 
 
@@ -194,6 +194,19 @@ def calibrate(runner: GymRunner | TwinForward, min_time: float) -> int:
         if time.perf_counter() - t0 >= min_time:
             return iters
         iters *= 2
+
+
+def _load_twin_class(path: str) -> type:
+    """``MiniGridTwin`` of the module file at ``path`` (an earlier version of envs/minigrid_twin.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("minigrid_twin_before", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--before: cannot import {path!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.MiniGridTwin  # type: ignore[no-any-return]
 
 
 def fmt(v: float) -> str:
@@ -235,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bwd-max", type=int, default=4096, help="throughput: largest batch for fwd+bwd (memory)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.5)
+    p.add_argument(
+        "--before",
+        default=None,
+        help="throughput: a file holding an earlier envs/minigrid_twin.py (git show REV:envs/minigrid_twin.py > F); "
+        "its twin is timed too, interleaved, and the speedups of the current one over it reported",
+    )
     p.add_argument("--method", default="st-gumbel", help="learning: the method (default st-gumbel)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="learning: seeds (default 0 1 2)")
     p.add_argument("--budget", type=int, default=40_000, help="learning: env steps per run at most (default 40,000)")
@@ -257,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         return
     ids = args.ids or ["MiniGrid-DoorKey-5x5-v0"]
+    before = _load_twin_class(args.before) if args.before else None
     if args.what == "learning":
         from experiments.runner import parse_hyperparameters
 
@@ -279,8 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         if env_id not in MINIGRID_IDS:
             raise SystemExit(f"--ids: {env_id!r} has no twin; ids with one: {', '.join(MINIGRID_IDS)}")
         print(f"\n{env_id} (env steps/s, median of {args.repeats}; ratio twin / minigrid)\n")
-        print("| n envs | minigrid | twin fwd | ratio | twin fwd+bwd | ratio |")
-        print("|---:|---:|---:|---:|---:|---:|")
+        head = "| n envs | minigrid | twin fwd | ratio | twin fwd+bwd | ratio |"
+        if before is not None:
+            head += " before fwd | speedup | before fwd+bwd | speedup |"
+        print(head)
+        print("|---:" * (head.count("|") - 1) + "|")
         gym_rate = float("nan")
         for n in args.sizes:
             runners: dict[str, Callable[[], GymRunner | TwinForward]] = {"fwd": lambda n=n, e=env_id: TwinForward(e, n)}
@@ -288,6 +311,10 @@ def main(argv: list[str] | None = None) -> None:
                 runners["bwd"] = lambda n=n, e=env_id: TwinBackward(e, n)
             if n <= args.gym_max:
                 runners["gym"] = lambda n=n, e=env_id: GymRunner(e, n)
+            if before is not None:
+                runners["fwd0"] = lambda n=n, e=env_id: TwinForward(e, n, before)
+                if n <= args.bwd_max:
+                    runners["bwd0"] = lambda n=n, e=env_id: TwinBackward(e, n, before)
             built = {k: make() for k, make in runners.items()}
             iters = {k: calibrate(r, args.min_time) for k, r in built.items()}
             rates: dict[str, list[float]] = {k: [] for k in built}
@@ -303,10 +330,11 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 star = "*"
             bwd = f"{fmt(med['bwd'])} | {med['bwd'] / gym_rate:,.1f}" if "bwd" in med else "- | -"
-            print(
-                f"| {n:,} | {fmt(gym_rate)}{star} | {fmt(med['fwd'])} | {med['fwd'] / gym_rate:,.1f} | {bwd} |",
-                flush=True,
-            )
+            row = f"| {n:,} | {fmt(gym_rate)}{star} | {fmt(med['fwd'])} | {med['fwd'] / gym_rate:,.1f} | {bwd} |"
+            if before is not None:
+                row += f" {fmt(med['fwd0'])} | {med['fwd'] / med['fwd0']:.2f} |"
+                row += f" {fmt(med['bwd0'])} | {med['bwd'] / med['bwd0']:.2f} |" if "bwd0" in med else " - | - |"
+            print(row, flush=True)
             del built
 
 

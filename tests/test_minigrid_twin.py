@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import operator
 import sys
 
 import numpy as np
@@ -338,3 +339,38 @@ def test_reset_done_replaces_only_finished_rows_and_keeps_gradients() -> None:
     (grad,) = torch.autograd.grad((out.pose * weights).sum(), w)
     assert grad[~done].abs().sum() > 0 and grad[done].abs().sum() == 0
     assert twin.reset_done(out, torch.zeros(6, dtype=torch.bool), gen) is out
+
+
+def test_bit_row_visibility_is_process_vis() -> None:
+    """The boolean visibility on 7-bit rows (``_visibility_bits``) equals ``process_vis``'s loops
+    (``_propagate_visibility`` with ``and`` / ``or``) on 40,000 random see-behind masks of four densities."""
+    from envs.minigrid_twin import _propagate_visibility, _visibility_bits
+
+    gen = torch.Generator().manual_seed(0)
+    for density in (0.3, 0.6, 0.8, 0.95):
+        see_behind = torch.rand((10_000, 7, 7), generator=gen) < density
+        loops = _propagate_visibility(see_behind, operator.and_, operator.or_)
+        assert torch.equal(_visibility_bits(see_behind), loops)
+        assert 0.05 < loops.float().mean() < 0.97  # neither all hidden nor all seen
+
+
+def test_index_step_reads_only_its_two_cells() -> None:
+    """A point mass acted on by one-hot actions takes the index path even when a cell it does not touch is soft,
+    with the relaxed step's values exactly; a soft faced cell sends it to the relaxed step."""
+    twin = MiniGridTwin("MiniGrid-DoorKey-5x5-v0", dtype=torch.float64)
+    state = twin.reset(64, torch.Generator().manual_seed(4))
+    grid = state.grid.clone()
+    grid[:, 0, 0] = torch.tensor([0.5, 0.5, 0, 0, 0, 0, 0, 0], dtype=torch.float64)  # a corner no agent reaches
+    state = state._replace(grid=grid)
+    for a in range(7):
+        w = torch.nn.functional.one_hot(torch.full((64,), a), 7).double()
+        fast = twin._hard_step(state, w)
+        assert fast is not None
+        slow = twin._step_soft(state, w)
+        for got, want in zip((*fast[0], *fast[1:]), (*slow[0], *slow[1:]), strict=True):
+            assert torch.equal(got, want)
+    x, y, d = twin.agent_pose(state)
+    vec = torch.tensor([[1, 0], [0, 1], [-1, 0], [0, -1]])[d]
+    grid[torch.arange(64), x + vec[:, 0], y + vec[:, 1]] = 0.5 * grid[torch.arange(64), x + vec[:, 0], y + vec[:, 1]]
+    grid[torch.arange(64), x + vec[:, 0], y + vec[:, 1], 0] += 0.5
+    assert twin._hard_step(state._replace(grid=grid), w) is None
