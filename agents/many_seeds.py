@@ -624,7 +624,7 @@ class ManySeeds:
             entropy = self.policy.entropy_sum / cfg.horizon
             objective = window.objective.detach().reshape(n, -1).mean(1)
             seed_actor_loss = -objective / cfg.horizon - cfg.ent_coef * entropy
-            window_reward = window.rewards.reshape(cfg.horizon, n, -1).mean((0, 2))
+            window_reward = window.rewards.reshape(cfg.horizon, n, -1).transpose(0, 1).reshape(n, -1).mean(1)
             columns = torch.stack([seed_actor_loss, loss_v, grad_norm, window_reward, entropy], 1).cpu().tolist()
         self.episodes.flush()
         metrics = []
