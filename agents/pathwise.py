@@ -283,8 +283,9 @@ def shac_window(
             reward = reward + twin.visit_distribution(next_state) @ bonus  # type: ignore[attr-defined]
         next_value = value(critic, next_obs)
         objective = objective + discount * reward
-        # A truncated episode bootstraps on V(final obs); a terminated one is cut.
-        objective = objective + discount * gamma * truncated.to(reward.dtype) * next_value
+        # A truncated episode bootstraps on V(final obs); a terminated one is cut, also when the time limit falls on
+        # the same step (Gymnasium's TimeLimit then reports both).
+        objective = objective + discount * gamma * (truncated & ~terminated).to(reward.dtype) * next_value
         logp = torch.log_softmax(logits if entropy_grad else logits.detach(), dim=-1)
         entropy = entropy - (logp.exp() * logp).sum(-1).mean()
         obs_buf.append(obs.detach())

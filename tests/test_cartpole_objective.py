@@ -127,6 +127,19 @@ def test_shac_window_counts_the_real_return_once(gamma: float) -> None:
             assert w.objective.item() == len(actions)  # Gymnasium's return, exactly
 
 
+def test_shac_window_does_not_bootstrap_a_termination_on_the_time_limit_step() -> None:
+    """At step 500 a pole that falls is both terminated and truncated (as Gymnasium's TimeLimit reports it): the
+    episode's return ends with that step's reward, no value of the terminal state is added."""
+    twin = CartPoleTwin(dtype=F64, objective="env")
+    state = CartPoleState(torch.tensor([[0.0, 0.0, 0.2094, 2.0]], dtype=F64), torch.tensor([499]))
+    kw = dict(horizon=1, actor_horizon=0, gamma=1.0, tau=1.0, estimator="st-gumbel")
+    w = shac_window(ScriptedPolicy(np.array([[1]])), twin, state, ConstantCritic(7.0), **kw)
+    assert bool(w.terminated[0, 0]) and bool(w.done[0, 0])
+    _, _, terminated, truncated = twin.step(state, torch.tensor([[0.0, 1.0]], dtype=F64))
+    assert bool(terminated[0]) and bool(truncated[0])
+    assert w.objective.item() == 1.0
+
+
 def test_survival_value_is_the_exact_indicator() -> None:
     """Forward: exactly ``1 - terminated`` as ``step`` decides it, also on the bounds themselves (Gymnasium
     terminates only past them) and far outside."""
