@@ -3,7 +3,9 @@
 Returns are measured with Stable-Baselines3's ``evaluate_policy`` (which splits the episodes evenly over the
 vectorised copies, so short episodes are not over-counted) on ``gymnasium.make(env_id)``: Gymnasium's own
 CartPole-v1, or our registered gridworlds -- never a twin. "Solved" means the mean return over 100 deterministic
-episodes reaches the environment's ``reward_threshold``.
+episodes reaches the environment's ``reward_threshold``. :func:`evaluate_many` runs the same evaluation for many
+policies at once in one Gymnasium vector env (one batched forward per step; ``agents.many_seeds``), with each
+policy's result exactly the one :func:`evaluate` gives it.
 
 Environments by name: every env id this package accepts may take Gymnasium's ``module:id`` form
 (``mypkg.envs:audit/Corridor-v0``), where ``module`` is imported -- as ``gymnasium.make`` does -- before ``id`` is

@@ -32,6 +32,11 @@ by :func:`open_resume` (and by compare's worker processes), so that neither need
 built with ``n_threads=None``: a run uses the process's torch threads (``train.py --threads``, one per compare
 worker). A :class:`Run` (from :func:`start_run` or :func:`open_resume`) holds
 the directory's lock and the agent until it is closed (it is a context manager).
+
+Runs of one pathwise twin method at one env step can train together (:func:`train_runs_batched`,
+``agents.many_seeds.ManySeeds``: compare's default ``batched`` backend): every run directory then gets the same files
+as from :func:`train_run`, its final evaluations made for all runs in one vector env
+(:func:`final_evaluations_batched`).
 """
 
 from __future__ import annotations

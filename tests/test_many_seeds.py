@@ -20,7 +20,15 @@ import train as train_cli
 from agents.base import Agent
 from agents.callbacks import FunctionCallback
 from agents.evaluation import evaluate
-from agents.many_seeds import ManySeeds, StackedMLP, batched_methods, clip_grad_norm_per_seed, evaluate_policies
+from agents.many_seeds import (
+    ManySeeds,
+    SeedStreams,
+    StackedMLP,
+    StackedPolicy,
+    batched_methods,
+    clip_grad_norm_per_seed,
+    evaluate_policies,
+)
 from experiments.compare import (
     WALL_CLOCK_COLUMNS,
     CompareSettings,
@@ -32,7 +40,7 @@ from experiments.compare import (
     write_summary,
 )
 from experiments.runner import CheckpointPolicy
-from gumbel_rl.estimators import PATHWISE_ESTIMATORS
+from gumbel_rl.estimators import PATHWISE_ESTIMATORS, sample_action
 from gumbel_rl.policy import GumbelPolicy, mlp
 
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
@@ -146,6 +154,29 @@ def test_batched_evaluation_gives_each_policy_its_single_evaluation() -> None:
         with torch.random.fork_rng():
             torch.manual_seed(11)
             assert r == evaluate(p, "CartPole-v1", 6, deterministic=False, seed=5, n_envs=3)
+
+
+@pytest.mark.parametrize("estimator", ["st-gumbel", "relaxed", "gumbel-rao"])
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+def test_stacked_actions_are_each_seeds_own_draws(estimator: str, tau: float) -> None:
+    """``StackedPolicy.act`` (st-gumbel and relaxed: one relaxation over per-seed Gumbel draws; the others: a draw
+    per seed) gives exactly ``sample_action`` of each seed's logits with that seed's generator: actions, gradients
+    and the generators' states after the draw."""
+    pols = [agents.make_agent(estimator, "CartPole-v1", seed=s, device="cpu").policy for s in range(3)]
+    mine = [torch.Generator().manual_seed(10 + s) for s in range(3)]
+    theirs = [torch.Generator().manual_seed(10 + s) for s in range(3)]
+    stacked = StackedPolicy(pols, SeedStreams(mine))
+    action, logits = stacked.act(torch.randn(3 * 8, 4, generator=torch.Generator().manual_seed(0)), tau, estimator)
+    ref = torch.cat(
+        [sample_action(logits[8 * s : 8 * (s + 1)], estimator, tau, k=pols[0].k, generator=theirs[s]) for s in range(3)]
+    )
+    assert torch.equal(action, ref)
+    weights = torch.arange(2.0)
+    params = stacked.net.ordered_parameters()
+    got = torch.autograd.grad((action * weights).sum(), params, retain_graph=True)
+    want = torch.autograd.grad((ref * weights).sum(), params)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(mine, theirs, strict=True))
 
 
 def test_stacked_networks_and_clipping_match_the_seeds_own() -> None:
