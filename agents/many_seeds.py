@@ -46,8 +46,9 @@ Usage (``make_agent`` users)::
         print(agent.seed, agent.solved, agent.solve_env_steps)
         agent.policy.save(f"policy_s{agent.seed}.pt")
 
-``train.py compare`` uses it for the pathwise methods (its default ``batched`` backend). Not batched (refused with
-one line): ``explore_bonus > 0`` (a per-seed visit count) and methods other than the twin ones.
+``train.py compare`` uses it for the pathwise methods (its default ``batched`` backend); other methods are refused
+with one line. The exploration bonus (``explore_bonus``) is each seed's own (its visit counts and reward unit),
+added row by row by :class:`StackedTwin`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from agents.base import (
     torch_threads,
 )
 from agents.callbacks import BaseCallback, as_callback
+from agents.critic import count_bonus, reward_scale
 from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate_many, is_solved
 from agents.pathwise import PathwiseAgent, shac_actor_loss, shac_window
 from agents.registry import METHODS, resolve
@@ -343,6 +345,10 @@ class StackedTwin:
 
     def __init__(self, twin: Any, streams: SeedStreams) -> None:
         self.twin, self.streams = twin, streams
+        self.bonus: torch.Tensor | None = None
+        """None, or each row's exploration bonus per cell, ``(N * B, n_cells)``: ``training_reward`` then adds
+        ``visit_distribution(next_state) . bonus`` row by row (each seed's own bonus; ``shac_window``'s ``bonus``
+        argument is one vector for all rows)."""
 
     @property
     def env_id(self) -> str:
@@ -387,7 +393,13 @@ class StackedTwin:
         return self.twin.continuation(state)  # type: ignore[no-any-return]
 
     def training_reward(self, state: Any, action: torch.Tensor, next_state: Any, reward: torch.Tensor) -> torch.Tensor:
-        return self.twin.training_reward(state, action, next_state, reward)  # type: ignore[no-any-return]
+        out: torch.Tensor = self.twin.training_reward(state, action, next_state, reward)
+        if self.bonus is not None:
+            out = out + (self.twin.visit_distribution(next_state) * self.bonus).sum(-1)
+        return out
+
+    def visit_distribution(self, state: Any) -> torch.Tensor:
+        return self.twin.visit_distribution(state)  # type: ignore[no-any-return]
 
 
 # ---- evaluation -------------------------------------------------------------------------------------------------
@@ -482,7 +494,7 @@ class _SeedEpisodes:
 
 def check_batchable(agents: Sequence[Any]) -> None:
     """Raise ``ValueError`` (one line) unless ``agents`` can train together: at least one, all ``PathwiseAgent`` s
-    of one method, env, config and device at the same env step, distinct seeds, no exploration bonus."""
+    of one method, env, config and device at the same env step, distinct seeds."""
     if not agents:
         raise ValueError("ManySeeds needs at least one agent")
     first = agents[0]
@@ -506,8 +518,6 @@ def check_batchable(agents: Sequence[Any]) -> None:
     seeds = [a.seed for a in agents]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds trained together must be distinct, got {seeds}")
-    if first.config.explore_bonus > 0:
-        raise ValueError("explore_bonus > 0 is not supported when training seeds in one batch; use separate runs")
 
 
 def batched_methods() -> list[str]:
@@ -549,7 +559,7 @@ class ManySeeds:
 
         Raises:
             ValueError: what ``make_agent`` refuses, a method that is not batched (naming those that are), no seeds
-                or repeated seeds, or ``explore_bonus > 0``.
+                or repeated seeds.
         """
         seeds = list(seeds)
         if method in METHODS and method not in batched_methods():
@@ -581,6 +591,8 @@ class ManySeeds:
         self.twin = StackedTwin(first.twin, self.streams)
         self.twin_state = _cat([a.twin_state for a in agents])
         self.episodes = _SeedEpisodes(agents)
+        self.visits = torch.stack([a.visits for a in agents])  # (N, n_cells): each seed's expected visits
+        self.reward_unit = torch.stack([a.reward_unit for a in agents])  # (N,): each seed's bonus unit u
         self._tau: float | None = None  # the temperature of the last iteration (PathwiseAgent leaves it in policy.tau)
 
     def sync(self) -> None:
@@ -592,8 +604,9 @@ class ManySeeds:
         self.critic.copy_to(critics)
         copy_adam_state(self.actor_opt, self.policy.net, [a.actor_opt for a in self.active], nets)
         copy_adam_state(self.critic_opt, self.critic, [a.critic_opt for a in self.active], critics)
-        for a, st in zip(self.active, _split(self.twin_state, len(self.active)), strict=True):
+        for j, (a, st) in enumerate(zip(self.active, _split(self.twin_state, len(self.active)), strict=True)):
             a.twin_state = type(st)(*(x.clone() for x in st))
+            a.visits, a.reward_unit = self.visits[j].clone(), self.reward_unit[j].clone()
             if self._tau is not None:
                 a.policy.tau.fill_(self._tau)
         self.episodes.copy_to_agents()
@@ -616,6 +629,7 @@ class ManySeeds:
             for group in opt.param_groups:
                 group["lr"] = src.param_groups[0]["lr"]
         self.policy.reset_entropy()
+        self.twin.bonus = self._exploration_bonus()
         window = shac_window(
             self.policy,  # type: ignore[arg-type]
             self.twin,
@@ -628,7 +642,10 @@ class ManySeeds:
             estimator=first.estimator,
             generator=None,
             entropy_grad=cfg.ent_coef > 0,
+            count_cells=cfg.explore_bonus > 0,
         )
+        if cfg.explore_bonus > 0:
+            self._count_visits(window.cells, window.rewards)
         # The mean over N * B environments is the mean of the seeds' own losses: times N, their sum, whose
         # gradient in seed s's parameters is the gradient of seed s's loss.
         actor_loss = shac_actor_loss(window, cfg.horizon, cfg.ent_coef) * n
@@ -664,6 +681,25 @@ class ManySeeds:
             }
             metrics.append({**m, **a.episodes.metrics()})
         return cfg.n_envs * cfg.horizon, metrics
+
+    def _exploration_bonus(self) -> torch.Tensor | None:
+        """``PathwiseAgent._exploration_bonus`` of every seed, as rows: ``(N * B, n_cells)``; None while off (and for
+        the first window, which sets the seeds' reward units)."""
+        beta = self.config.explore_bonus
+        if beta <= 0 or not bool((self.reward_unit > 0).all()):
+            return None
+        per_seed = count_bonus(self.visits, beta) * self.reward_unit.unsqueeze(1)
+        return per_seed.repeat_interleave(self.config.n_envs, dim=0)
+
+    def _count_visits(self, cells: torch.Tensor | None, rewards: torch.Tensor) -> None:
+        """``PathwiseAgent._count_visits`` per seed, on the seed's own block of the window (as a single run's
+        contiguous tensors, so that the sums are a single run's)."""
+        assert cells is not None  # the window was rolled with count_cells
+        n = len(self.active)
+        for j, (c, r) in enumerate(zip(cells.chunk(n, 1), rewards.chunk(n, 1), strict=True)):
+            self.visits[j] += c.contiguous().sum((0, 1))
+            if not self.reward_unit[j] > 0:
+                self.reward_unit[j] = 1.0 / reward_scale(r.contiguous())
 
     def _update_critic(self, observations: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """``PathwiseAgent._update_critic`` per seed: each seed's states (its ``H * B`` in a single run's order),

@@ -361,9 +361,8 @@ def execute_batch(tasks: Sequence[RunTask], stop_flag: Any = None) -> list[dict[
 
 def batch_tasks(tasks: Sequence[RunTask]) -> list[RunTask | list[RunTask]]:
     """The tasks as the ``batched`` backend runs them: the tasks of each method whose seeds train in one batch
-    (``agents.many_seeds.batched_methods``, without ``explore_bonus``), two or more, as one list; the others alone."""
+    (``agents.many_seeds.batched_methods``), two or more, as one list; the others alone."""
     from agents.many_seeds import batched_methods
-    from agents.registry import resolve
 
     batchable = set(batched_methods())
     by_method: dict[str, list[RunTask]] = {}
@@ -371,12 +370,7 @@ def batch_tasks(tasks: Sequence[RunTask]) -> list[RunTask | list[RunTask]]:
         by_method.setdefault(task.settings.method, []).append(task)
     items: list[RunTask | list[RunTask]] = []
     for method, group in by_method.items():
-        s = group[0].settings
-        together = method in batchable and len(group) > 1
-        if together:
-            _, config = resolve(method, s.env_id, s.hyperparameters)
-            together = getattr(config, "explore_bonus", 0.0) == 0
-        if together:
+        if method in batchable and len(group) > 1:
             items.append(group)
         else:
             items.extend(group)
