@@ -5,11 +5,15 @@ not timed), at n in {1, 256, 4096, 65536}:
 
 - ``gym``: ``gymnasium.envs.classic_control.cartpole.CartPoleVectorEnv(num_envs=n).step(actions)`` (numpy float64,
   autoresets finished envs on the next step, checks the action with ``action_space.contains``), always on CPU;
-- ``twin fwd``: ``CartPoleTwin.step`` under ``torch.no_grad()`` followed by ``reset_done(state, terminated |
-  truncated)`` (so finished envs are re-drawn, as the vector env does); one step = n env steps;
-- ``twin fwd+bwd``: a 32-step window through the twin with autograd on: the (32, n, 2) one-hot actions are a leaf
-  requiring grad, the loss is the sum over the window of ``shaped_reward``, and ``torch.autograd.grad`` takes its
-  gradient w.r.t. the actions; then the finished envs are re-drawn. One window = 32 * n env steps.
+- ``twin fwd``: the twin (``envs.make_differentiable("CartPole-v1")``) stepped under ``torch.no_grad()``
+  (``twin_forward_step``) followed by ``reset_done(state, terminated | truncated)`` (so finished envs are re-drawn,
+  as the vector env does); one step = n env steps;
+- ``twin fwd+bwd``: a 32-step window through the twin with autograd on (``twin_window_objective``): the (32, n, 2)
+  one-hot actions are a leaf requiring grad, the loss is the window's training objective (here the default
+  ``"shaped"`` one: the sum of ``shaped_reward``), and ``torch.autograd.grad`` takes its gradient w.r.t. the
+  actions; then the finished envs are re-drawn. One window = 32 * n env steps.
+
+The twin runners and functions are shared with ``bench/bench_gpu.py`` (sizes up to 2^22, ``torch.compile``).
 
 Method: every runner is warmed up, then calibrated so a timed block lasts >= ``--min-time`` s; within each repeat
 the three runners alternate (rotating the order) so load from other processes on the machine hits all alike. The
@@ -44,7 +48,8 @@ from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from envs.cartpole_twin import CartPoleTwin  # noqa: E402
+import envs  # noqa: E402
+from envs.cartpole_twin import CartPoleState, CartPoleTwin  # noqa: E402
 
 SIZES: tuple[int, ...] = (1, 256, 4096, 65536)
 WINDOW = 32
@@ -79,12 +84,64 @@ class GymRunner(Runner):
         return iters * self.n
 
 
+def twin_forward_step(twin: CartPoleTwin) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``step(x, t, action) -> (next x, next t, done)``: one ``twin.step`` of a batch as a function of tensors alone
+    (``x`` (n, 4), ``t`` (n,), ``action`` (n, 2); ``done = terminated | truncated``), so that ``torch.compile`` can
+    take it whole. Build it once per twin and reuse it for every batch size: a compiled copy then compiles once."""
+
+    def step(x: torch.Tensor, t: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s, _, terminated, truncated = twin.step(CartPoleState(x, t), action)
+        return s.x, s.t, terminated | truncated
+
+    return step
+
+
+def twin_window_objective(
+    twin: CartPoleTwin,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``window(x, t, actions) -> (objective, end x, end t, done)``: a window of ``W`` steps of the twin from state
+    ``(x, t)`` under ``actions`` (W, n, 2), the twin's training objective summed over steps and envs -- each step's
+    ``training_reward`` weighted by the product of ``continuation`` so far, as ``agents.pathwise.shac_window``
+    weights it (without the policy, the critic and the discount) -- and ``done`` (n,), any env that terminated or
+    truncated in the window. Under the ``"shaped"`` objective this is the sum of ``shaped_reward``."""
+
+    def window(
+        x: torch.Tensor, t: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        per_step = actions.unbind(0)  # one unbind: its backward is one stack, not W zero-filled copies
+        s = CartPoleState(x, t)
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        alive = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        total = torch.zeros((), dtype=x.dtype, device=x.device)
+        for action in per_step:
+            nxt, reward, terminated, truncated = twin.step(s, action)
+            total = total + (alive * twin.training_reward(s, action, nxt, reward)).sum()
+            alive = alive * twin.continuation(nxt)
+            done = done | terminated | truncated
+            s = nxt
+        return total, s.x, s.t, done
+
+    return window
+
+
 class TwinForwardRunner(Runner):
+    """``n`` twin envs, hard one-hot actions, no autograd; finished envs re-drawn after every step.
+
+    ``twin`` (default: ``envs.make_differentiable("CartPole-v1", device=device)``) and ``step`` (default:
+    ``twin_forward_step(twin)``, or a compiled copy of it) are shared between runners of different sizes."""
+
     name = "twin fwd"
 
-    def __init__(self, n: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        n: int,
+        device: torch.device,
+        twin: CartPoleTwin | None = None,
+        step: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
         self.n = n
-        self.twin = CartPoleTwin(device=device)
+        self.twin = twin if twin is not None else make_twin(device)
+        self.step = step if step is not None else twin_forward_step(self.twin)
         self.gen = torch.Generator(device=device).manual_seed(SEED)
         self.state = self.twin.reset(n, self.gen)
         idx = torch.randint(0, 2, (POOL, n), generator=torch.Generator().manual_seed(SEED))
@@ -92,27 +149,41 @@ class TwinForwardRunner(Runner):
         self.i = 0
 
     def run(self, iters: int) -> int:
-        twin, state, actions, gen = self.twin, self.state, self.actions, self.gen
+        twin, state, actions, gen, step = self.twin, self.state, self.actions, self.gen, self.step
         with torch.no_grad():
             for _ in range(iters):
-                state, _, terminated, truncated = twin.step(state, actions[self.i % POOL])
-                state = twin.reset_done(state, terminated | truncated, gen)
+                x, t, done = step(state.x, state.t, actions[self.i % POOL])
+                state = twin.reset_done(CartPoleState(x, t), done, gen)
                 self.i += 1
         self.state = state
         return iters * self.n
 
 
 class TwinForwardBackwardRunner(Runner):
+    """``n`` twin envs through a ``window``-step window with autograd: the (window, n, 2) one-hot actions are a leaf
+    requiring grad (the forward values of straight-through actions), ``torch.autograd.grad`` takes the gradient of
+    the window's objective (``twin_window_objective``, or ``objective``, a compiled copy of it) w.r.t. them, then the
+    finished envs are re-drawn. ``twin`` as for :class:`TwinForwardRunner`."""
+
     name = "twin fwd+bwd"
 
-    def __init__(self, n: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        n: int,
+        device: torch.device,
+        twin: CartPoleTwin | None = None,
+        objective: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+        window: int = WINDOW,
+    ) -> None:
         self.n = n
-        self.twin = CartPoleTwin(device=device)
+        self.window = window
+        self.twin = twin if twin is not None else make_twin(device)
+        self.objective = objective if objective is not None else twin_window_objective(self.twin)
         self.gen = torch.Generator(device=device).manual_seed(SEED)
         self.state = self.twin.reset(n, self.gen)
-        idx = torch.randint(0, 2, (2, WINDOW, n), generator=torch.Generator().manual_seed(SEED))
+        idx = torch.randint(0, 2, (2, window, n), generator=torch.Generator().manual_seed(SEED))
         pool = torch.nn.functional.one_hot(idx, 2).to(device=device, dtype=torch.float32)
-        self.actions = [a.requires_grad_() for a in pool.unbind(0)]  # two (WINDOW, n, 2) leaves
+        self.actions = [a.requires_grad_() for a in pool.unbind(0)]  # two (window, n, 2) leaves
         self.i = 0
         self.last_grad = torch.zeros(0)
 
@@ -120,22 +191,22 @@ class TwinForwardBackwardRunner(Runner):
         twin, state, gen = self.twin, self.state, self.gen
         for _ in range(iters):
             actions = self.actions[self.i % 2]
-            per_step = actions.unbind(0)  # one unbind: its backward is one stack, not 32 zero-filled copies
-            done = torch.zeros(self.n, dtype=torch.bool, device=state.x.device)
-            s = state
-            total = None
-            for k in range(WINDOW):
-                s, _, terminated, truncated = twin.step(s, per_step[k])
-                r = twin.shaped_reward(s).sum()
-                total = r if total is None else total + r
-                done |= terminated | truncated
+            total, x, t, done = self.objective(state.x, state.t, actions)
             (grad,) = torch.autograd.grad(total, actions)
             with torch.no_grad():
-                state = twin.reset_done(type(s)(s.x.detach(), s.t), done, gen)
+                state = twin.reset_done(CartPoleState(x.detach(), t), done, gen)
             self.i += 1
         self.state = state
         self.last_grad = grad
-        return iters * WINDOW * self.n
+        return iters * self.window * self.n
+
+
+def make_twin(device: torch.device, objective: str | None = None) -> CartPoleTwin:
+    """``envs.make_differentiable("CartPole-v1", device=device)`` (with ``objective`` when given)."""
+    kwargs = {} if objective is None else {"objective": objective}
+    twin = envs.make_differentiable("CartPole-v1", device=device, **kwargs)
+    assert isinstance(twin, CartPoleTwin)
+    return twin
 
 
 def resolve_device(name: str) -> torch.device:
