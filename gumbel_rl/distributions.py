@@ -78,7 +78,8 @@ class GumbelCategorical(OneHotCategorical):
     @property
     def relaxed(self) -> RelaxedOneHotCategorical:
         """The Concrete / Gumbel-Softmax distribution at this temperature (``torch.distributions``)."""
-        return RelaxedOneHotCategorical(torch.tensor(self.tau, dtype=self.logits.dtype), logits=self.logits)
+        temperature = torch.tensor(self.tau, dtype=self.logits.dtype, device=self.logits.device)
+        return RelaxedOneHotCategorical(temperature, logits=self.logits)
 
     def expand(self, batch_shape: _Size, _instance: GumbelCategorical | None = None) -> GumbelCategorical:
         """The same distribution over a larger batch shape (the contract of ``torch.distributions``)."""
