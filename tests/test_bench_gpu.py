@@ -71,8 +71,10 @@ def test_cpu_smoke_writes_a_plausible_table(tmp_path: Path) -> None:
         # 1,024 env steps are two iterations of 64 envs x 8 steps: too few to solve, so the step budget ends it.
         assert s["solved"] == 0 and s["max_env_steps"] == 1024
         assert s["stopped"] == "step budget of 1024 env steps reached"
+        assert s["iterations"] == 2 and s["evaluations"] >= 1  # the first check follows the first iteration
+        assert 0 < s["train_s"] <= s["elapsed_s"] and s["other_s"] == pytest.approx(s["elapsed_s"] - s["train_s"])
         assert set(s["devices"].values()) == {"cpu"}
-    assert re.search(r"\| one seed \(`make_agent`\) \| 0/1 \| [\d.]+ \| - \| [\d.]+ \| [\d.]+ \| - \|", md)
+    assert re.search(r"\| one seed \(`make_agent`\) \| 0/1 \| [\d.]+ \| - \| [\d.]+ \| [\d.]+ \| [\d.]+ \| - \|", md)
     assert re.search(r"\| batched seeds \(`ManySeeds`\) \| 0/3 \|", md)
     assert report["elapsed_s"] < 60
 
@@ -129,7 +131,7 @@ def test_overall_budget_is_enforced(tmp_path: Path, monkeypatch) -> None:
     assert time.perf_counter() - t0 < 4
     assert report["stopped"] == "overall budget of 1.5 s reached"
     assert report["many-seeds"]["stopped"] == "stopped: overall budget of 1.5 s reached"
-    assert "| batched seeds (`ManySeeds`) | - |" in md
+    assert "| batched seeds (`ManySeeds`) | - | - | - | - | - | - | - | stopped: overall budget" in md
 
 
 @pytest.mark.parametrize(
@@ -139,6 +141,11 @@ def test_overall_budget_is_enforced(tmp_path: Path, monkeypatch) -> None:
         (["--method", "ppo"], "--method 'ppo' is not a batched method; choose one of"),
         (["--seeds-batch", "0"], "--repeats, --seeds-batch, --steps and --threads must be >= 1"),
         (["--device", "tpu"], "unknown device 'tpu'; use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        pytest.param(
+            ["--device", "cuda"],
+            "device 'cuda' asked for, but CUDA is not available here; use 'auto' or 'cpu'",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here"),
+        ),
     ],
 )
 def test_bad_flags_are_one_line_errors(flags: list[str], message: str, capsys, tmp_path: Path) -> None:
