@@ -330,6 +330,8 @@ def measure_twin(
             # The next size is estimated at twice this one's time.
             if s.stopped is None and s.spent + 2 * cost[name] > share:
                 s.stopped = f"time slice: next size 2^{log2 + 1} would overrun the series' {share:.0f} s"
+        done_cells = ", ".join(f"{k} {c.get('status') or rate(c.get('steps_per_s'))}" for k, c in row["cells"].items())
+        print(f"  2^{log2}: {done_cells} (t = {clock.now():.0f} s)", flush=True)
         del runners
         free_memory(device)
         for s in series:
@@ -438,6 +440,8 @@ def time_to_solve(
         section["stopped"] = ("out of memory: " if is_oom(exc) else "failed: ") + one_line(exc)
     finally:
         free_memory(device)
+        summary = {k: section.get(k) for k in ("solved", "seeds", "train_s", "elapsed_s", "stopped")}
+        print(f"  {name}: {summary}", flush=True)
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
