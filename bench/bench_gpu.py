@@ -270,6 +270,7 @@ def measure_twin(
         row: dict[str, Any] = {"envs": n, "log2": log2, "cells": {}}
         section["rows"].append(row)
         runners: dict[str, tuple[Series, Runner, int]] = {}
+        runner: Runner | None = None
         cost: dict[str, float] = {}  # seconds each series spent at this size, compilation excluded
         for s in active:
             cell: dict[str, Any] = {}
@@ -316,8 +317,10 @@ def measure_twin(
         except BudgetExceeded:
             raise
         except Exception as exc:  # noqa: BLE001
+            why = "out of memory" if is_oom(exc) else f"failed: {one_line(exc)}"
             for name in order:
-                runners[name][0].stopped = f"failed while timing at 2^{log2}: {one_line(exc)}"
+                runners[name][0].stopped = f"{why} while timing at 2^{log2}"
+                row["cells"][name]["status"] = why
             free_memory(device)
             rates = {}
         for name, values in rates.items():
@@ -332,7 +335,8 @@ def measure_twin(
                 s.stopped = f"time slice: next size 2^{log2 + 1} would overrun the series' {share:.0f} s"
         done_cells = ", ".join(f"{k} {c.get('status') or rate(c.get('steps_per_s'))}" for k, c in row["cells"].items())
         print(f"  2^{log2}: {done_cells} (t = {clock.now():.0f} s)", flush=True)
-        del runners
+        runners.clear()
+        runner = None  # the last runner too: its tensors must not outlive this size
         free_memory(device)
         for s in series:
             section["series"][s.name]["stopped"] = s.stopped
