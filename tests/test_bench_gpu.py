@@ -171,3 +171,35 @@ def test_cuda_auto_puts_the_twin_policy_and_critic_on_the_gpu(tmp_path: Path) ->
     for key in ("one-seed", "many-seeds"):
         assert all(d.startswith("cuda") for d in report[key]["devices"].values()), report[key]["devices"]
     assert m["gpu"] in md
+
+
+def test_window_objective_is_the_twins_training_objective() -> None:
+    """The fwd+bwd series differentiates what training maximises: under "env", Gymnasium's return of the window
+    (1 per step up to and including the terminating one) for hard actions; under "shaped", the summed shaped_reward."""
+    import bench_envs
+
+    n, w = 32, 64
+    idx = torch.randint(0, 2, (w, n), generator=torch.Generator().manual_seed(3))
+    idx[:, : n // 2] = 1  # half the envs always push right: their pole falls within the window
+    actions = torch.nn.functional.one_hot(idx, 2).float()
+    for objective in ("env", "shaped"):
+        twin = bench_envs.make_twin(torch.device("cpu"), objective)
+        start = twin.reset(n, torch.Generator().manual_seed(4))
+        leaf = actions.clone().requires_grad_()
+        total, x, t, done = bench_envs.twin_window_objective(twin)(start.x, start.t, leaf)
+        (grad,) = torch.autograd.grad(total, leaf)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+        s, alive, expected, ended = start, torch.ones(n, dtype=torch.bool), 0.0, torch.zeros(n, dtype=torch.bool)
+        with torch.no_grad():
+            for k in range(w):
+                s, reward, terminated, truncated = twin.step(s, actions[k])
+                if objective == "env":
+                    expected += float(reward[alive].sum())
+                    alive &= ~terminated
+                else:
+                    expected += float(twin.shaped_reward(s).sum())
+                ended |= terminated | truncated
+        assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
+        assert torch.equal(done, ended) and torch.equal(x, s.x) and torch.equal(t, s.t)
+        if objective == "env":
+            assert done[: n // 2].all() and expected < n * w  # the window's return counts the falls
