@@ -114,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ppo-budget", type=int, default=100_000)
     p.add_argument("--no-separate", action="store_true", help="skip the separate runs")
     p.add_argument("--gridworlds", action="store_true", help="also the gridworld suite, N seeds per map")
+    p.add_argument("--grid-budget", type=int, default=100_000, help="env steps per seed at most on a gridworld")
+    p.add_argument("--no-cartpole", action="store_true", help="skip CartPole-v1 (e.g. with --gridworlds)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     report: dict[str, Any] = {"machine": machine(), "args": vars(args) | {"json": str(args.json)}, "cartpole": {}}
     rounds: dict[str, list[dict[str, Any]]] = {}
-    for r in range(args.repeats):
+    for r in range(0 if args.no_cartpole else args.repeats):
         todo = [("batched", lambda: run_batched(args.method, CARTPOLE, args.seeds, args.budget, EVAL_EVERY))]
         todo.append(("ppo", lambda: run_ppo(CARTPOLE, args.ppo_budget, EVAL_EVERY)))
         if not args.no_separate:
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 [s for o in outs for s in o["solve_env_steps"] if s is not None] or [float("nan")]
             ),
         }
-    ppo = summary["ppo"]
+    ppo = summary.get("ppo", {"train_s_median": None, "elapsed_s_median": None})
     for row in summary.values():
         row["train_vs_ppo"] = _ratio(row["train_s_median"], ppo["train_s_median"])
         row["elapsed_vs_ppo"] = _ratio(row["elapsed_s_median"], ppo["elapsed_s_median"])
@@ -165,13 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         grid: dict[str, Any] = {}
         for env_id in envs.GRIDWORLD_IDS:
             eval_every = 2_048
-            budget = 200_000
-            b = run_batched(args.method, env_id, args.seeds, budget, eval_every)
-            q = run_ppo(env_id, budget, eval_every)
+            b = run_batched(args.method, env_id, args.seeds, args.grid_budget, eval_every)
+            q = run_ppo(env_id, args.grid_budget, eval_every)
             grid[env_id] = {"batched": b, "ppo": q}
             print(f"{env_id}: batched {b['solved']}/{b['seeds']} train {b['train_s']} elapsed {b['elapsed_s']}; "
                   f"ppo solved {q['solved']} train {q['train_s']} elapsed {q['elapsed_s']}", flush=True)  # fmt: skip
         report["gridworlds"] = grid
+        for kind in ("train_s", "elapsed_s"):
+            b_sum = sum(g["batched"][kind] or float("nan") for g in grid.values())
+            q_sum = sum(g["ppo"][kind] or float("nan") for g in grid.values())
+            print(f"suite {kind}: batched {b_sum:.1f}, ppo {q_sum:.1f}, ratio {b_sum / q_sum:.2f}")
     report["machine"]["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

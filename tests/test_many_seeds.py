@@ -322,7 +322,7 @@ class _StopAfter:
 def test_an_interrupted_batched_comparison_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     """Stopped after 2 iterations (every seed checkpointed, payloads "interrupted"), then rerun: the runs resume
     together from their checkpoints and end exactly where an uninterrupted batched comparison ends."""
-    settings = CompareSettings("CartPole-v1", ["st-gumbel"], 2, steps=5 * 64, hyperparameters=SMALL_CARTPOLE)
+    settings = CompareSettings(EMPTY, ["st-gumbel"], 2, steps=5 * 64, hyperparameters={"eval_every": 128})
     stopped = _run_in_process(settings, tmp_path / "cut", batched=True, stop_flag=_StopAfter(2 * 2))
     assert [p["status"] for p in stopped] == ["interrupted"] * 2 and stopped[0]["env_steps"] == 3 * 64
     resumed = _run_in_process(settings, tmp_path / "cut", batched=True)
