@@ -494,6 +494,8 @@ class MiniGridTwin:
         self._opaque[list(_OPAQUE)] = 1.0
         self._wall_feats = torch.tensor([_TYPE_IDX[WALL], _FIXED_COLOR[WALL], 0, 0], dtype=dtype, device=dev)
         self._view_tables: dict[tuple[int, int], torch.Tensor] = {}
+        self._agent_cell = torch.zeros(VIEW * VIEW, dtype=torch.bool, device=dev)
+        self._agent_cell[(VIEW // 2) * VIEW + VIEW - 1] = True  # view cell (VIEW // 2, VIEW - 1)
         self._dir_vec = torch.tensor(DIR_TO_VEC, device=dev)
         self._terminal_cell = torch.zeros(N_CELL, dtype=torch.bool, device=dev)
         self._terminal_cell[[GOAL, LAVA]] = True
@@ -739,12 +741,9 @@ class MiniGridTwin:
         flat = torch.where(cells < 0, b * w * h, cells + base)
         view = feats.index_select(1, flat.flatten()).reshape(4, b, n_views, VIEW * VIEW)
         # The agent's own cell shows what it carries (minigrid's gen_obs_grid): a key, else empty.
-        agent = (VIEW // 2) * VIEW + VIEW - 1
         carry = state.carry
-        view[0, :, :, agent] = (1.0 + 4.0 * carry)[:, None]
-        view[1, :, :, agent] = (carry * state.color.to(self.dtype))[:, None]
-        view[2, :, :, agent] = 0.0
-        code = view[:3]
+        agent_code = torch.stack([1.0 + 4.0 * carry, carry * state.color.to(self.dtype), torch.zeros_like(carry)])
+        code = torch.where(self._agent_cell, agent_code[:, :, None, None], view[:3])
         if not self.spec.see_through_walls:
             code = code * self._visibility(view[3].reshape(b * n_views, VIEW, VIEW)).reshape(1, b, n_views, -1)
         code = code.permute(1, 2, 3, 0)  # (B, n_views, 49, 3): minigrid's [x, y, channel] order
