@@ -297,6 +297,12 @@ def test_compare_batched_writes_what_processes_write(tmp_path: Path) -> None:
         assert ra["eval_return_mean"] == pytest.approx(rb["eval_return_mean"], rel=1e-6)
         ma, mb = (list(csv.DictReader((d / run / "metrics.csv").open())) for d in (b, loc))
         assert len(ma) == len(mb) and ma[0].keys() == mb[0].keys()
+    # Trained together: both seeds' training seconds are the batch's, row for row.
+    seconds = [
+        [r["time/train_seconds"] for r in csv.DictReader((b / f"st-gumbel__s{s}" / "metrics.csv").open())]
+        for s in (0, 1)
+    ]
+    assert seconds[0] == seconds[1]
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (b, loc))
     assert sa.keys() == sb.keys()
     for row_a, row_b in zip(sa["rows"], sb["rows"], strict=True):
