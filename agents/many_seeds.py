@@ -32,10 +32,13 @@ stacked state back into the agents, which :meth:`ManySeeds.learn` does before ca
 policy (``agent.policy``, a plain ``GumbelPolicy``). ``time/train_seconds`` of every seed is the wall-clock of the
 batched training so far: the seeds trained at the same time, so each took that long.
 
-Cost: the per-seed draws are a Python loop over the seeds (about 70 us per seed and step on one CPU thread for the
-policy's draw and its backward); the rest is one computation over ``N * B`` environments, which on CartPole-v1 is
-bound by arithmetic from about 10 seeds on (one thread: 110 ms per iteration for 10 seeds, 0.77 s for 100, against
-45 ms for one seed alone; ``bench/bench_many_seeds.py``).
+Cost: the per-seed draws are Python loops over the seeds: only the Gumbel draw for ``st-gumbel`` and ``relaxed``
+(their relaxation runs once over all seeds, bit-identical to per-seed ``sample_action``), the whole
+``sample_action`` for the other estimators (about 70 us per seed and step on one CPU thread, backward included),
+and every twin call that draws noise (the gridworld twin's slips: 40% of a 10-seed FourRooms iteration). The rest
+is one computation over ``N * B`` environments, bound by arithmetic on CartPole-v1 from about 10 seeds on (one
+thread: 108 ms per iteration for 10 seeds and 0.46 s for 100, against 45-49 ms for one seed alone;
+``bench/bench_many_seeds.py``).
 
 Usage (``make_agent`` users)::
 
