@@ -34,8 +34,8 @@ worker). A :class:`Run` (from :func:`start_run` or :func:`open_resume`) holds
 the directory's lock and the agent until it is closed (it is a context manager).
 
 Runs of one pathwise twin method at one env step can train together (:func:`train_runs_batched`,
-``agents.many_seeds.ManySeeds``: compare's default ``batched`` backend): every run directory then gets the same files
-as from :func:`train_run`, its final evaluations made for all runs in one vector env
+``agents.many_seeds.ManySeeds``; ``train.py compare``'s default ``batched`` backend): every run directory then gets
+the same files as from :func:`train_run`, its final evaluations made for all runs in one vector env
 (:func:`final_evaluations_batched`).
 """
 
