@@ -126,19 +126,19 @@ def test_a_batched_seed_follows_its_single_run(method: str, bonus: float) -> Non
 
 
 def test_outcomes_are_distributed_as_separate_runs() -> None:
-    """Two-sample test: the training return after 6 iterations on EmptyRoom-5x5 (``rollout/ep_rew_mean``), 20
-    seeds batched (seeds 0-19) against 20 separate runs of other seeds (100-119); Kolmogorov-Smirnov and
+    """Two-sample test: the training return after 6 iterations on EmptyRoom-5x5 (``rollout/ep_rew_mean``), 16
+    seeds batched (seeds 0-15) against 16 separate runs of other seeds (100-115); Kolmogorov-Smirnov and
     Mann-Whitney p-values above 0.05, and the means within 0.25 of a standard deviation."""
     hp = {"eval_every": 10**6}
     steps = 6 * 64
-    group = ManySeeds.make("st-gumbel", EMPTY, range(20), device="cpu", **hp).learn(steps)
+    group = ManySeeds.make("st-gumbel", EMPTY, range(16), device="cpu", **hp).learn(steps)
     batched = np.array([a.record[-1]["rollout/ep_rew_mean"] for a in group.agents])
     separate = np.array(
         [
             agents.make_agent("st-gumbel", EMPTY, seed=s, device="cpu", **hp)
             .learn(steps)
             .record[-1]["rollout/ep_rew_mean"]
-            for s in range(100, 120)
+            for s in range(100, 116)
         ]
     )
     assert np.std(batched) > 0 and np.std(separate) > 0  # the statistic varies over seeds
