@@ -82,6 +82,7 @@ from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate_many, is_solv
 from agents.pathwise import PathwiseAgent, shac_actor_loss, shac_window
 from agents.registry import METHODS, resolve
 from agents.returns import lambda_returns
+from envs.differentiable import PreDrawnNoiseEnv
 from gumbel_rl.estimators import sample_action
 from gumbel_rl.gumbel import check_logits, gumbel_max, gumbel_noise, softmax_tau, straight_through
 from gumbel_rl.policy import GumbelPolicy
@@ -272,6 +273,23 @@ class SeedStreams:
         blocks = [_split(a, len(self)) for a in args]
         return _cat([fn(*(b[s] for b in blocks), generator=g) for s, g in enumerate(self.generators)])
 
+    def draw(self, fn: Callable[..., torch.Tensor | None], *args: Any) -> torch.Tensor | None:
+        """Each seed's noise for its block of a batched call: ``fn(*blocks_s, generator=g_s)`` per seed ``s`` (its
+        block of every argument, :func:`_split`; a ``PreDrawnNoiseEnv``'s ``step_noise`` / ``reset_noise``),
+        concatenated on dim 0; None if ``fn`` draws none.
+
+        Raises:
+            RuntimeError: ``fn`` returned noise for some seeds and None for others.
+        """
+        blocks = [_split(a, len(self)) for a in args]
+        parts = [fn(*(b[s] for b in blocks), generator=g) for s, g in enumerate(self.generators)]
+        drawn = [p for p in parts if p is not None]
+        if not drawn:
+            return None
+        if len(drawn) != len(parts):
+            raise RuntimeError(f"{getattr(fn, '__name__', fn)!r} drew noise for some seeds and none for others")
+        return torch.cat(drawn)
+
 
 def _refuse_generator(generator: torch.Generator | None) -> None:
     if generator is not None:
@@ -344,10 +362,16 @@ class StackedPolicy(nn.Module):
 class StackedTwin:
     """``N`` copies of one differentiable twin as one :class:`envs.DifferentiableEnv` of ``N * B`` environments,
     rows ``[s B, (s + 1) B)`` seed ``s``'s; ``reset``, ``reset_done`` and ``step`` draw each seed's noise from its
-    own generator (:class:`SeedStreams`; the ``generator`` argument must be None), the rest is the twin's own."""
+    own generator (:class:`SeedStreams`; the ``generator`` argument must be None), the rest is the twin's own.
+
+    A twin that draws its noise apart from its dynamics (``envs.differentiable.PreDrawnNoiseEnv``: the gridworld and
+    CartPole twins) has only the draws made per seed (``step_noise`` / ``reset_noise`` with each seed's generator,
+    :meth:`SeedStreams.draw`), and ``step`` / ``reset_done`` run once over all ``N * B`` environments with that
+    noise; any other twin's noisy calls run once per seed (:meth:`SeedStreams.call`)."""
 
     def __init__(self, twin: Any, streams: SeedStreams) -> None:
         self.twin, self.streams = twin, streams
+        self.predrawn = isinstance(twin, PreDrawnNoiseEnv)
         self.bonus: torch.Tensor | None = None
         """None, or each row's exploration bonus per cell, ``(N * B, n_cells)``: ``training_reward`` then adds
         ``visit_distribution(next_state) . bonus`` row by row (each seed's own bonus; ``shac_window``'s ``bonus``
@@ -378,15 +402,21 @@ class StackedTwin:
 
     def reset_done(self, state: Any, done: torch.Tensor, generator: torch.Generator | None = None) -> Any:
         _refuse_generator(generator)
+        if self.predrawn:
+            return self.twin.reset_done(state, done, noise=self.streams.draw(self.twin.reset_noise, done))
         return self.streams.call("reset_done", self.twin.reset_done, state, done)
 
     def step(
         self, state: Any, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         _refuse_generator(generator)
-        out: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] = self.streams.call(
-            "step", self.twin.step, state, action
-        )
+        out: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]
+        if self.predrawn:
+            n = len(self.streams)
+            noise = self.streams.draw(self.twin.step_noise, action.shape[0] // n)
+            out = self.twin.step(state, action, noise=noise)
+        else:
+            out = self.streams.call("step", self.twin.step, state, action)
         return out
 
     def observe(self, state: Any) -> torch.Tensor:

@@ -44,6 +44,14 @@ OBJECTIVES = ("env", "shaped")
 """The twin's training objectives (see the module docstring)."""
 
 
+def _check_reset_noise(noise: torch.Tensor, rows: int) -> None:
+    if noise.shape != (rows, 4):
+        raise ValueError(
+            f"reset_done noise must have reset_noise's shape ({rows}, 4) (one row per re-drawn environment); "
+            f"got {tuple(noise.shape)}"
+        )
+
+
 class CartPoleState(NamedTuple):
     """Batched CartPole state.
 
@@ -158,8 +166,26 @@ class CartPoleTwin:
         xt.uniform_(self.reset_low, self.reset_high, generator=generator)
         return CartPoleState(xt.t(), torch.zeros(batch, dtype=torch.long, device=self.device))
 
+    def reset_noise(self, done: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The fresh states ``reset_done(state, done)`` draws from ``generator`` (``envs.differentiable
+        .PreDrawnNoiseEnv``): on CPU (k, 4), one row per done environment in row order (none drawn when k = 0);
+        on other devices (batch, 4), a full batch."""
+        if self.device.type == "cpu":
+            fresh = torch.empty((4, int(np.count_nonzero(done.numpy()))), dtype=self.dtype)
+            if fresh.shape[1] == 0:
+                return fresh.t()
+        else:
+            fresh = torch.empty((4, done.shape[0]), dtype=self.dtype, device=self.device)
+        fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
+        return fresh.t()
+
     def reset_done(
-        self, state: CartPoleState, done: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        state: CartPoleState,
+        done: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: torch.Tensor | None = None,
     ) -> CartPoleState:
         """Re-draw the environments where ``done`` is True (as ``reset`` would), keep the others unchanged.
 
@@ -170,9 +196,10 @@ class CartPoleTwin:
             state: batched state.
             done: (batch,) bool mask, typically ``terminated | truncated`` from ``step``.
             generator: optional ``torch.Generator`` on the twin's device.
+            noise: a ``reset_noise(done, ...)`` result to use as the fresh states instead of drawing.
 
         Raises:
-            ValueError: if ``done`` is not a (batch,) bool tensor.
+            ValueError: if ``done`` is not a (batch,) bool tensor, or ``noise`` has not ``reset_noise``'s shape.
         """
         batch = state.x.shape[0]
         if done.dtype != torch.bool or done.shape != (batch,):
@@ -181,24 +208,33 @@ class CartPoleTwin:
                 f"got dtype {done.dtype} and shape {tuple(done.shape)}"
             )
         xt = state.x.t()
+        if noise is None:
+            noise = self.reset_noise(done, generator)
         if xt.device.type == "cpu":
             # Only the finished rows are touched and consume random numbers. numpy's flatnonzero is ~2x faster
             # than torch.nonzero here.
             idx = torch.from_numpy(np.flatnonzero(done.numpy()))
+            _check_reset_noise(noise, idx.numel())
             if idx.numel() == 0:
                 return state
-            fresh = torch.empty((4, idx.numel()), dtype=xt.dtype)
-            fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
-            return CartPoleState(xt.index_copy(1, idx, fresh).t(), state.t.index_fill(0, idx, 0))
-        # On an accelerator, counting the done rows would stall on a host sync: draw a full batch instead.
-        fresh = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)
-        fresh.uniform_(self.reset_low, self.reset_high, generator=generator)
+            return CartPoleState(xt.index_copy(1, idx, noise.t()).t(), state.t.index_fill(0, idx, 0))
+        # On an accelerator, counting the done rows would stall on a host sync: a full batch is drawn instead.
+        _check_reset_noise(noise, batch)
         t = torch.where(done, self._c["zero_step"], state.t)
-        return CartPoleState(torch.where(done, fresh, xt).t(), t)
+        return CartPoleState(torch.where(done, noise.t(), xt).t(), t)
 
     # ------------------------------------------------------------------ dynamics
+    def step_noise(self, batch: int, generator: torch.Generator | None = None) -> None:
+        """None: ``step`` draws no noise (``envs.differentiable.PreDrawnNoiseEnv``)."""
+        return None
+
     def step(
-        self, state: CartPoleState, action: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        state: CartPoleState,
+        action: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: torch.Tensor | None = None,
     ) -> tuple[CartPoleState, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One Euler step of 0.02 s for every environment in the batch.
 
@@ -209,6 +245,7 @@ class CartPoleTwin:
                 actions and 0 N for [0.5, 0.5].
             generator: accepted for the ``DifferentiableEnv`` protocol and ignored: CartPole's dynamics are
                 deterministic.
+            noise: accepted for the ``PreDrawnNoiseEnv`` protocol; must be None (``step_noise`` is None).
 
         Returns:
             ``(next_state, reward, terminated, truncated)``: ``reward`` is Gymnasium's, 1.0 for every step
@@ -220,8 +257,10 @@ class CartPoleTwin:
         Raises:
             TypeError: if ``action`` is not a tensor.
             ValueError: if ``action`` does not have shape (batch, 2) or is not floating point, or ``state.x`` is not
-                (batch, 4) of the twin's dtype and device.
+                (batch, 4) of the twin's dtype and device, or ``noise`` is given.
         """
+        if noise is not None:
+            raise ValueError("CartPole's step draws no noise: pass noise=None (step_noise returns None)")
         x = state.x
         if x.dim() != 2 or x.shape[1] != 4:
             raise ValueError(f"state.x must have shape (batch, 4), got {tuple(x.shape)}")

@@ -117,6 +117,53 @@ class CountableEnv(DifferentiableEnv, Protocol):
         ...
 
 
+@runtime_checkable
+class PreDrawnNoiseEnv(DifferentiableEnv, Protocol):
+    """A :class:`DifferentiableEnv` whose randomness can be drawn apart from its dynamics: the optional extension that
+    lets many seeds draw their own noise while one ``step`` / ``reset_done`` runs over all of them
+    (``agents.many_seeds``). The gridworld and CartPole twins implement it.
+
+    ``step_noise`` and ``reset_noise`` draw from ``generator`` exactly what ``step`` / ``reset_done`` would draw
+    (same numbers, same order, same generator state afterwards), and ``step(..., noise=...)`` /
+    ``reset_done(..., noise=...)`` consume it instead of drawing (they then draw nothing). So ``step(state, action,
+    generator=g)`` and ``step(state, action, noise=step_noise(batch, g))`` are the same step, bit for bit.
+
+    The noise is a tensor with one row per environment (or per environment that ``reset_done`` re-draws) in row
+    order, so the noise of consecutive blocks of environments is the blocks' noise concatenated on dim 0.
+    """
+
+    def step_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The noise ``step`` of ``batch`` environments draws from ``generator``; None if ``step`` draws none."""
+        ...
+
+    def reset_noise(self, done: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The noise ``reset_done(state, done)`` draws from ``generator`` (``done``: (batch,) bool); None if it draws
+        none."""
+        ...
+
+    def step(
+        self,
+        state: Any,
+        action: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``DifferentiableEnv.step``; ``noise``: a ``step_noise`` result to consume instead of drawing."""
+        ...
+
+    def reset_done(
+        self,
+        state: Any,
+        done: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+    ) -> Any:
+        """``DifferentiableEnv.reset_done``; ``noise``: a ``reset_noise`` result to consume instead of drawing."""
+        ...
+
+
 _TWINS: dict[str, Callable[..., DifferentiableEnv]] = {}
 
 

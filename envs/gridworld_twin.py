@@ -26,6 +26,11 @@ Dynamics of one ``step`` for an action ``action`` of shape (batch, 4), one-hot o
 With a one-hot state, a one-hot action and the env's ``info["uniforms"]`` (and its reset ``info["start_uniforms"]``
 for ``reset``), the twin reproduces the Gymnasium env exactly: the same cells, rewards, and termination step.
 All Gumbel-Max draws are computed in float64 whatever ``dtype`` is, with the same clipping as the env.
+
+The noise can be drawn apart from the dynamics (``envs.differentiable.PreDrawnNoiseEnv``): ``step_noise(batch, g)``
+is the (batch, 3) float64 slip uniforms ``step`` draws from ``g``, ``reset_noise(done, g)`` the (batch, n_cells)
+start uniforms ``reset_done`` draws (a whole batch whatever ``done``), and ``step(..., noise=...)`` /
+``reset_done(..., noise=...)`` consume them: the same step, bit for bit, as drawing inside.
 """
 
 from __future__ import annotations
@@ -178,14 +183,35 @@ class GridWorldTwin:
         t = torch.zeros(batch, dtype=torch.long, device=self.device)
         return GridState(dist, t, torch.zeros(batch, dtype=torch.bool, device=self.device))
 
-    def reset_done(self, state: GridState, done: torch.Tensor, generator: torch.Generator | None = None) -> GridState:
+    def step_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The slip uniforms ``step`` of ``batch`` environments draws from ``generator``: (batch, 3) float64."""
+        return self._draw_uniforms((batch, 3), generator)
+
+    def reset_noise(self, done: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The start uniforms ``reset_done(state, done)`` draws from ``generator``: (batch, n_cells) float64, a whole
+        batch whatever ``done`` holds."""
+        return self._draw_uniforms((done.shape[0], self.n_cells), generator)
+
+    def reset_done(
+        self,
+        state: GridState,
+        done: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+    ) -> GridState:
         """``state`` with the environments where ``done`` ((batch,) bool, e.g. ``state.done``) is True replaced by
         fresh starts.
 
-        Fresh starts are drawn for the whole batch and selected with ``torch.where`` (no host sync on CUDA).
+        Fresh starts are drawn for the whole batch and selected with ``torch.where`` (no host sync on CUDA); with
+        ``noise`` (a ``reset_noise`` result, (batch, n_cells) uniforms) they are computed from it and nothing is
+        drawn.
+
+        Raises:
+            ValueError: ``noise`` of the wrong shape.
         """
         mask = done.to(device=self.device, dtype=torch.bool)
-        fresh = self.reset(state.dist.shape[0], generator)
+        fresh = self.reset(state.dist.shape[0], generator, uniforms=noise)
         return GridState(
             torch.where(mask[:, None], fresh.dist, state.dist),
             torch.where(mask, fresh.t, state.t),
@@ -199,6 +225,7 @@ class GridWorldTwin:
         generator: torch.Generator | None = None,
         *,
         uniforms: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[GridState, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every environment (see the module docstring for the exact convention).
 
@@ -209,13 +236,16 @@ class GridWorldTwin:
             generator: torch generator on ``device``, the source of the slip uniforms when ``uniforms`` is None.
             uniforms: (batch, 3) uniforms for the slip outcome (intended, left, right), e.g. the env's
                 ``info["uniforms"]``; drawn from ``generator`` when None.
+            noise: the same uniforms as a ``step_noise`` result (the ``PreDrawnNoiseEnv`` name); give at most one
+                of ``uniforms`` and ``noise``.
 
         Returns:
             ``(next_state, reward, terminated, truncated)``: ``reward`` (batch,) in ``dtype``; the flags
             (batch,) bool.
 
         Raises:
-            ValueError: ``action`` not a floating tensor of shape (batch, 4); ``uniforms`` not (batch, 3).
+            ValueError: ``action`` not a floating tensor of shape (batch, 4); ``uniforms`` not (batch, 3); both
+                ``uniforms`` and ``noise`` given.
         """
         dist = state.dist
         batch = dist.shape[0]
@@ -229,6 +259,10 @@ class GridWorldTwin:
                 f"action must be a floating tensor of shape (batch, 4) = ({batch}, 4), one-hot or "
                 f"probabilities over (up, right, down, left); got {got}"
             )
+        if noise is not None:
+            if uniforms is not None:
+                raise ValueError("give the step's slip uniforms once: uniforms= or noise=, not both")
+            uniforms = noise
         if uniforms is None:
             uniforms = self._draw_uniforms((batch, 3), generator)
         else:
