@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 import envs  # noqa: F401  (registers the suite and the twins)
-from envs.differentiable import DifferentiableEnv, make_differentiable
+from envs.differentiable import DifferentiableEnv, PreDrawnNoiseEnv, make_differentiable
 from envs.gridworld_twin import GridState, GridWorldTwin
 from envs.maps import GRIDWORLD_IDS
 
@@ -216,3 +216,55 @@ def test_bad_action_and_uniforms_raise_clear_errors() -> None:
         twin.reset(2, uniforms=torch.rand(2, 24))
     with pytest.raises(ValueError, match="no differentiable twin for env id 'gumbel_rl/Nope-v0'"):
         make_differentiable("gumbel_rl/Nope-v0")
+
+
+@pytest.mark.parametrize("env_id", ["gumbel_rl/Slippery-8x8-v0", "gumbel_rl/FourRooms-11x11-v0"])
+def test_pre_drawn_noise_gives_the_step_with_internal_draws(env_id: str) -> None:
+    """``step(noise=step_noise(B, g))`` and ``reset_done(noise=reset_noise(done, g))`` against the same calls drawing
+    from ``g``, over a 12-step rollout of soft actions with resets: the same states, rewards and flags, exactly
+    (tolerance 0), and the generators in the same state after every call."""
+    twin = make_differentiable(env_id)
+    assert isinstance(twin, PreDrawnNoiseEnv)
+    inside, outside = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    actions = torch.softmax(torch.randn(12, 16, 4, generator=torch.Generator().manual_seed(1)), -1)
+    a = b = twin.reset(16, generator=torch.Generator().manual_seed(2))
+    for t in range(12):
+        a, *out_a = twin.step(a, actions[t], generator=inside)
+        b, *out_b = twin.step(b, actions[t], noise=twin.step_noise(16, outside))
+        assert all(torch.equal(x, y) for x, y in zip((*a, *out_a), (*b, *out_b), strict=True))
+        done = (torch.arange(16) + t) % 3 == 0  # some rows each step
+        a = twin.reset_done(a, done, generator=inside)
+        b = twin.reset_done(b, done, noise=twin.reset_noise(done, outside))
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        assert torch.equal(inside.get_state(), outside.get_state())
+    noise = twin.step_noise(16, outside)
+    assert noise.shape == (16, 3) and noise.dtype == torch.float64
+    assert twin.reset_noise(torch.zeros(16, dtype=torch.bool), outside).shape == (16, twin.n_cells)
+
+
+def test_pre_drawn_noise_of_blocks_concatenates() -> None:
+    """Two blocks' noise, each from its own generator, concatenated: one step of both blocks is each block's step
+    with its generator (exactly), as ``agents.many_seeds`` uses it."""
+    twin = make_differentiable("gumbel_rl/Slippery-8x8-v0")
+    state = twin.reset(16, generator=torch.Generator().manual_seed(0))
+    action = torch.softmax(torch.randn(16, 4, generator=torch.Generator().manual_seed(1)), -1)
+    gens = [torch.Generator().manual_seed(s) for s in (7, 8)]
+    joint = twin.step(state, action, noise=torch.cat([twin.step_noise(8, g) for g in gens]))
+    blocks = [
+        twin.step(GridState(*(f[8 * i : 8 * (i + 1)] for f in state)), action[8 * i : 8 * (i + 1)], generator=g)
+        for i, g in enumerate(torch.Generator().manual_seed(s) for s in (7, 8))
+    ]
+    for i, block in enumerate(blocks):
+        for x, y in zip((*joint[0], *joint[1:]), (*block[0], *block[1:]), strict=True):
+            assert torch.equal(x[8 * i : 8 * (i + 1)], y)
+
+
+def test_bad_noise_raises_clear_errors() -> None:
+    twin = make_differentiable("gumbel_rl/EmptyRoom-5x5-v0")
+    state = twin.reset(2)
+    with pytest.raises(ValueError, match="give the step's slip uniforms once: uniforms= or noise=, not both"):
+        twin.step(state, torch.eye(4)[:2], uniforms=torch.rand(2, 3), noise=torch.rand(2, 3))
+    with pytest.raises(ValueError, match=r"step uniforms must have shape \(batch, 3\) = \(2, 3\); got \(4, 3\)"):
+        twin.step(state, torch.eye(4)[:2], noise=torch.rand(4, 3))
+    with pytest.raises(ValueError, match=r"reset uniforms must have shape \(batch, n_cells\) = \(2, 25\)"):
+        twin.reset_done(state, state.done, noise=torch.rand(2, 3))

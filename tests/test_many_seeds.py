@@ -25,10 +25,12 @@ from agents.many_seeds import (
     SeedStreams,
     StackedMLP,
     StackedPolicy,
+    StackedTwin,
     batched_methods,
     clip_grad_norm_per_seed,
     evaluate_policies,
 )
+from envs.differentiable import PreDrawnNoiseEnv, make_differentiable
 from experiments.compare import (
     WALL_CLOCK_COLUMNS,
     CompareSettings,
@@ -181,6 +183,54 @@ def test_stacked_actions_are_each_seeds_own_draws(estimator: str, tau: float) ->
     want = torch.autograd.grad((ref * weights).sum(), params)
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
     assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(mine, theirs, strict=True))
+
+
+@pytest.mark.parametrize("env_id", [SLIPPERY, "CartPole-v1"])
+def test_stacked_twin_draws_each_seeds_noise_and_steps_once(env_id: str) -> None:
+    """``StackedTwin`` over a ``PreDrawnNoiseEnv`` twin (only the draws per seed, one ``step`` / ``reset_done`` over
+    all seeds) against each seed's own twin calls with its generator, over 10 steps of soft actions with re-draws
+    (rows done at every step, none at some): the same states, rewards and flags and generator states, exactly."""
+    twin = make_differentiable(env_id)
+    assert isinstance(twin, PreDrawnNoiseEnv)
+    mine = [torch.Generator().manual_seed(20 + s) for s in range(3)]
+    theirs = [torch.Generator().manual_seed(20 + s) for s in range(3)]
+    stacked = StackedTwin(twin, SeedStreams(mine))
+    assert stacked.predrawn
+    joint = stacked.reset(24)
+    own = [twin.reset(8, generator=g) for g in theirs]
+    actions = torch.softmax(torch.randn(10, 24, twin.n_actions, generator=torch.Generator().manual_seed(0)), -1)
+    for t in range(10):
+        joint, *out = stacked.step(joint, actions[t])
+        rows = [slice(8 * s, 8 * (s + 1)) for s in range(3)]
+        steps = [twin.step(st, actions[t, r], generator=g) for st, r, g in zip(own, rows, theirs, strict=True)]
+        own = [step[0] for step in steps]
+        done = (torch.arange(24) % (t + 2) == 0) if t % 4 else torch.zeros(24, dtype=torch.bool)
+        joint = stacked.reset_done(joint, done)
+        own = [twin.reset_done(st, done[r], generator=g) for st, r, g in zip(own, rows, theirs, strict=True)]
+        for s in range(3):
+            assert all(torch.equal(a[8 * s : 8 * (s + 1)], b) for a, b in zip(joint, own[s], strict=True))
+            assert all(torch.equal(a[8 * s : 8 * (s + 1)], b) for a, b in zip(out, steps[s][1:], strict=True))
+        assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(mine, theirs, strict=True))
+
+
+def test_cartpole_pre_drawn_reset_noise_is_the_reset_done_draw() -> None:
+    """CartPole's ``reset_done(noise=reset_noise(done, g))`` is ``reset_done(generator=g)``: one row per done
+    environment (none drawn without any), exactly; a wrong shape is refused in one line."""
+    twin = make_differentiable("CartPole-v1")
+    state = twin.reset(6, generator=torch.Generator().manual_seed(0))
+    for done in (torch.tensor([True, False, False, True, True, False]), torch.zeros(6, dtype=torch.bool)):
+        inside, outside = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+        a = twin.reset_done(state, done, generator=inside)
+        noise = twin.reset_noise(done, outside)
+        assert noise.shape == (int(done.sum()), 4)
+        b = twin.reset_done(state, done, noise=noise)
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        assert torch.equal(inside.get_state(), outside.get_state())
+    assert twin.step_noise(6) is None
+    with pytest.raises(ValueError, match=r"reset_done noise must have reset_noise's shape \(1, 4\)"):
+        twin.reset_done(state, torch.eye(6, dtype=torch.bool)[0], noise=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="CartPole's step draws no noise"):
+        twin.step(state, torch.eye(2)[[0] * 6], noise=torch.zeros(6, 3))
 
 
 def test_stacked_networks_and_clipping_match_the_seeds_own() -> None:
