@@ -35,10 +35,13 @@ batched training so far: the seeds trained at the same time, so each took that l
 Cost: the per-seed draws are Python loops over the seeds: only the Gumbel draw for ``st-gumbel`` and ``relaxed``
 (their relaxation runs once over all seeds, bit-identical to per-seed ``sample_action``), the whole
 ``sample_action`` for the other estimators (about 70 us per seed and step on one CPU thread, backward included),
-and every twin call that draws noise (the gridworld twin's slips: 40% of a 10-seed FourRooms iteration). The rest
+and the twin's noise: only its draws (``step_noise`` / ``reset_noise``) for a twin with pre-drawn noise
+(``envs.differentiable.PreDrawnNoiseEnv``: the gridworld and CartPole twins), else every noisy twin call. The rest
 is one computation over ``N * B`` environments, bound by arithmetic on CartPole-v1 from about 10 seeds on (one
 thread: 108 ms per iteration for 10 seeds and 0.46 s for 100, against 45-49 ms for one seed alone;
-``bench/bench_many_seeds.py``).
+``bench/bench_many_seeds.py``). On FourRooms-11x11 stepping the gridworld twin once for all 10 seeds instead of
+once per seed cut a 10-seed st-gumbel iteration 1.5-1.7x (median 46-52 ms against 77-80 ms; one seed alone
+21-25 ms; ``bench/bench_many_seeds.py --iteration-times``, on a loaded core).
 
 Usage (``make_agent`` users)::
 

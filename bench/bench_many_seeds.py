@@ -14,7 +14,14 @@ wall-clock including the periodic evaluations in the real environment; the ratio
 ``--gridworlds`` also trains ``N`` seeds of every ``gumbel_rl/`` map in one process (batched per map, one map after
 the other) and reports the same for the suite against one PPO seed per map.
 
+``--iteration-times ENV`` instead times training iterations alone (no evaluation) on ``ENV``, interleaved per
+repeat: ``N`` seeds batched as ``ManySeeds`` trains them (a twin with pre-drawn noise, ``envs.differentiable
+.PreDrawnNoiseEnv``, steps all seeds at once, only its draws per seed), the same ``N`` seeds with the twin called once
+per seed for its noisy calls (``per-seed-twin``: the path of twins without pre-drawn noise), and one seed alone;
+it reports the median seconds per iteration and checks that the two batched paths trained the same weights.
+
     python bench/bench_many_seeds.py --seeds 10 --big-seeds 100 --repeats 1 --json out.json
+    python bench/bench_many_seeds.py --seeds 10 --iteration-times gumbel_rl/FourRooms-11x11-v0 --repeats 7
 """
 
 from __future__ import annotations
@@ -88,6 +95,47 @@ def run_ppo(env_id: str, budget: int, eval_every: int) -> dict[str, Any]:
     return _outcome([agent], elapsed, agent.solve_wall_s or float("nan"))
 
 
+def time_iterations(method: str, env_id: str, seeds: int, iterations: int, repeats: int) -> dict[str, Any]:
+    """Median seconds per training iteration of the competitors described in the module docstring, timed
+    ``iterations`` iterations at a time, round-robin over ``repeats`` rounds (after one warm-up iteration each)."""
+    predrawn = ManySeeds.make(method, env_id, range(seeds), device="cpu")
+    per_seed = ManySeeds.make(method, env_id, range(seeds), device="cpu")
+    per_seed.twin.predrawn = False  # every noisy twin call once per seed, with the seed's generator
+    single = make_agent(method, env_id, seed=0, device="cpu")
+    competitors: dict[str, Any] = {
+        "batched": predrawn._train_iteration,
+        "per-seed-twin": per_seed._train_iteration,
+        "single": single._train_iteration,
+    }
+    times: dict[str, list[float]] = {name: [] for name in competitors}
+    for fn in competitors.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in competitors.items():
+            t0 = time.perf_counter()
+            for _ in range(iterations):
+                fn()
+            times[name].append((time.perf_counter() - t0) / iterations)
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(predrawn.policy.net.parameters(), per_seed.policy.net.parameters(), strict=True)
+    )
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {
+        "env_id": env_id,
+        "seeds": seeds,
+        "n_envs": single.config.n_envs,
+        "horizon": single.config.horizon,
+        "iterations_per_round": iterations,
+        "rounds": repeats,
+        "seconds_per_iteration": times,
+        "median_s": med,
+        "per_seed_twin_vs_batched": med["per-seed-twin"] / med["batched"],
+        "batched_vs_single": med["batched"] / med["single"],
+        "batched_paths_identical": same,
+    }
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
@@ -116,9 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gridworlds", action="store_true", help="also the gridworld suite, N seeds per map")
     p.add_argument("--grid-budget", type=int, default=100_000, help="env steps per seed at most on a gridworld")
     p.add_argument("--no-cartpole", action="store_true", help="skip CartPole-v1 (e.g. with --gridworlds)")
+    p.add_argument("--iteration-times", metavar="ENV", default=None, help="only time training iterations on ENV")
+    p.add_argument("--iterations", type=int, default=5, help="iterations per round with --iteration-times")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.iteration_times is not None:
+        out = time_iterations(args.method, args.iteration_times, args.seeds, args.iterations, args.repeats)
+        out["machine"] = machine() | {"loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
+        for name, med in out["median_s"].items():
+            print(f"{name:<14} {1e3 * med:8.1f} ms per iteration (median of {args.repeats} rounds)")
+        print(
+            f"per-seed-twin / batched {out['per_seed_twin_vs_batched']:.2f}; batched / single "
+            f"{out['batched_vs_single']:.2f}; batched paths identical: {out['batched_paths_identical']}"
+        )
+        if args.json is not None:
+            args.json.write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     report: dict[str, Any] = {"machine": machine(), "args": vars(args) | {"json": str(args.json)}, "cartpole": {}}
     rounds: dict[str, list[dict[str, Any]]] = {}
     for r in range(0 if args.no_cartpole else args.repeats):
