@@ -1,11 +1,11 @@
 """Evaluation in the real Gymnasium environment, the same for every method.
 
 Returns are measured with Stable-Baselines3's ``evaluate_policy`` (which splits the episodes evenly over the
-vectorised copies, so short episodes are not over-counted) on ``gymnasium.make(env_id)``: Gymnasium's own
-CartPole-v1, or our registered gridworlds -- never a twin. "Solved" means the mean return over 100 deterministic
-episodes reaches the environment's ``reward_threshold``. :func:`evaluate_many` runs the same evaluation for many
-policies at once in one Gymnasium vector env (one batched forward per step; ``agents.many_seeds``), with each
-policy's result exactly the one :func:`evaluate` gives it.
+vectorised copies, so short episodes are not over-counted) on ``gymnasium.make(env_id)`` as :func:`make_env`
+builds it: Gymnasium's own CartPole-v1, our registered gridworlds, MiniGrid -- never a twin. "Solved" means the mean
+return over 100 deterministic episodes reaches the environment's ``reward_threshold``. :func:`evaluate_many` runs the
+same evaluation for many policies at once in one Gymnasium vector env (one batched forward per step;
+``agents.many_seeds``), with each policy's result exactly the one :func:`evaluate` gives it.
 
 Environments by name: every env id this package accepts may take Gymnasium's ``module:id`` form
 (``mypkg.envs:audit/Corridor-v0``), where ``module`` is imported -- as ``gymnasium.make`` does -- before ``id`` is
@@ -18,11 +18,14 @@ evaluation builds the env), so that a greedy policy that never reaches the goal 
 an evaluation -- run forever. Ids registered without a ``reward_threshold`` for which the package can compute one
 take it from :data:`COMPUTED_THRESHOLDS`; for any other such id "solved" is undefined and runs use their budget.
 
-MiniGrid (``minigrid``, the ``minigrid`` extra): importing this module makes ``gymnasium.make`` of every id with a
-twin (``envs.MINIGRID_IDS``) return the env wrapped in :data:`MINIGRID_OBS_WRAPPERS` -- the observation the twin's
-``observe`` reproduces -- with ``max_episode_steps`` set to the env's own ``max_steps``
-(:func:`install_minigrid_wrappers`), so that every method (twin methods evaluating, REINFORCE, the critic family,
-SB3) sees the same observations. Their "solved" thresholds are computed (:data:`MINIGRID_THRESHOLDS`).
+MiniGrid (``minigrid``, the ``minigrid`` extra): every env the package builds comes from :func:`make_env`, which
+wraps the ids with a twin (``envs.MINIGRID_IDS``) in :data:`MINIGRID_OBS_WRAPPERS` (:func:`env_wrappers`) -- the
+observation the twin's ``observe`` reproduces -- with ``max_episode_steps`` at the env's own ``max_steps``
+(:func:`make_kwargs`), so that every method (twin methods evaluating, REINFORCE, the critic family, SB3) sees the
+same observations. Importing the package changes nothing in Gymnasium's registry: ``gymnasium.make(id)`` still
+gives ``minigrid``'s Dict observation, and a loop of one's own applies the wrappers itself
+(``FlattenObservation(ImgObsWrapper(gymnasium.make(id)))``, or ``make_env(id)``). Their "solved" thresholds are
+computed (:data:`MINIGRID_THRESHOLDS`).
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.registration import EnvSpec, load_env_creator
+from gymnasium.envs.registration import EnvSpec
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import envs  # (registers the gumbel_rl/ gridworlds)
-from envs.minigrid_twin import EXTRA_HINT, MINIGRID_IDS, MINIGRID_SPECS, minigrid_available
+from envs.minigrid_twin import EXTRA_HINT, MINIGRID_SPECS, minigrid_available
 
 SOLVE_EPISODES = 100
 """Episodes of the deterministic evaluation that decides "solved"."""
@@ -94,35 +97,9 @@ iteration on its exact model under the default time limit, checked by a test; th
 optimal policy scores exactly that and no margin is needed)."""
 
 MINIGRID_OBS_WRAPPERS = "minigrid.wrappers.ImgObsWrapper + gymnasium.wrappers.FlattenObservation"
-"""The observation of every MiniGrid env made by ``gymnasium.make`` once this module is imported: the 7x7x3
-egocentric view (object, colour, state), flattened to (147,) uint8 in [x, y, channel] order."""
-
-
-def _make_wrapped_minigrid(entry_point: Any, **kwargs: Any) -> gym.Env[Any, Any]:
-    from gymnasium.wrappers import FlattenObservation
-    from minigrid.wrappers import ImgObsWrapper
-
-    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
-    return FlattenObservation(ImgObsWrapper(creator(**kwargs)))
-
-
-def install_minigrid_wrappers() -> None:
-    """Make ``gymnasium.make(id)`` of each id in ``envs.MINIGRID_IDS`` return the env wrapped in
-    :data:`MINIGRID_OBS_WRAPPERS`, with the time limit at the env's own ``max_steps`` (so the generic
-    :data:`DEFAULT_EPISODE_LIMIT` never cuts an episode short); idempotent, and a no-op without ``minigrid``."""
-    if not minigrid_available():
-        return
-    import minigrid  # noqa: F401  (registers the MiniGrid ids)
-
-    for env_id in MINIGRID_IDS:
-        spec = gym.spec(env_id)
-        if isinstance(spec.entry_point, functools.partial) and spec.entry_point.func is _make_wrapped_minigrid:
-            continue
-        spec.entry_point = functools.partial(_make_wrapped_minigrid, spec.entry_point)
-        spec.max_episode_steps = MINIGRID_SPECS[env_id].max_steps
-
-
-install_minigrid_wrappers()
+"""The observation wrappers (innermost first) that :func:`make_env` applies to every MiniGrid id with a twin: the
+7x7x3 egocentric view (object, colour, state), flattened to (147,) uint8 in [x, y, channel] order. A policy trained
+on such an id expects ``FlattenObservation(ImgObsWrapper(gymnasium.make(id)))``'s observations."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +135,8 @@ def import_gym_packages(packages: Sequence[str], source: str = "--gym-packages")
 
 def env_spec(env_id: str) -> EnvSpec:
     """Gymnasium's spec of ``env_id``; for an id ``module:id``, ``module`` is imported first (Gymnasium's
-    convention: importing it registers ``id``), so the id is known here exactly when ``gymnasium.make`` knows it.
+    convention: importing it registers ``id``), so the id is known here exactly when ``gymnasium.make`` knows it;
+    a ``MiniGrid-`` id imports ``minigrid`` (which registers its ids) when it is installed.
 
     Raises:
         ValueError: an unimportable module, or an id that is not registered (one line naming it).
@@ -168,8 +146,10 @@ def env_spec(env_id: str) -> EnvSpec:
     module, _, name = env_id.rpartition(":")
     if module:
         import_gym_packages([module], source=f"environment id {env_id!r}")
-    if name.startswith("MiniGrid-") and not minigrid_available():
-        raise ValueError(f"environment id {env_id!r}: {EXTRA_HINT}")
+    if name.startswith("MiniGrid-"):
+        if not minigrid_available():
+            raise ValueError(f"environment id {env_id!r}: {EXTRA_HINT}")
+        import minigrid  # noqa: F401  (registers its ids, as ``gymnasium.make("minigrid:" + id)`` would)
     try:
         return gym.spec(name)
     except gym.error.Error:
@@ -195,21 +175,65 @@ def reward_threshold(env_id: str) -> float | None:
 
 
 def make_kwargs(env_id: str) -> dict[str, Any]:
-    """Keyword arguments for ``gymnasium.make(env_id)`` (and the vector-env builders that pass them on):
-    ``max_episode_steps=DEFAULT_EPISODE_LIMIT`` when the registration has no time limit, else none.
+    """Keyword arguments for ``gymnasium.make(env_id)`` (and the vector-env builders that pass them on): for a
+    MiniGrid id with a twin ``max_episode_steps`` at the env's own ``max_steps`` (so the generic
+    :data:`DEFAULT_EPISODE_LIMIT` never cuts its episodes short); else ``max_episode_steps=DEFAULT_EPISODE_LIMIT``
+    when the registration has no time limit, and none otherwise.
 
     Raises:
         ValueError: an unknown id or unimportable module.
     """
-    if env_spec(env_id).max_episode_steps is None:
+    spec = env_spec(env_id)
+    if spec.id in MINIGRID_SPECS:
+        return {"max_episode_steps": MINIGRID_SPECS[spec.id].max_steps}
+    if spec.max_episode_steps is None:
         return {"max_episode_steps": DEFAULT_EPISODE_LIMIT}
     return {}
+
+
+EnvWrapper = Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]]
+"""A function from an env to the wrapped env (a Gymnasium wrapper class, for example)."""
+
+
+def env_wrappers(env_id: str) -> list[EnvWrapper]:
+    """The wrappers the package applies to ``gymnasium.make(env_id)``, innermost first: :data:`MINIGRID_OBS_WRAPPERS`
+    (``ImgObsWrapper``, ``FlattenObservation``) for a MiniGrid id with a twin, none for any other id. Pass them as
+    ``gymnasium.make_vec(..., wrappers=...)``, or apply them with :func:`apply_wrappers`.
+
+    Raises:
+        ValueError: an unknown id or unimportable module.
+    """
+    if env_spec(env_id).id not in MINIGRID_SPECS:
+        return []
+    from gymnasium.wrappers import FlattenObservation
+    from minigrid.wrappers import ImgObsWrapper
+
+    return [ImgObsWrapper, FlattenObservation]
+
+
+def apply_wrappers(env: gym.Env[Any, Any], wrappers: Sequence[EnvWrapper]) -> gym.Env[Any, Any]:
+    """``env`` wrapped in ``wrappers``, the first innermost (SB3's ``make_vec_env(..., wrapper_class=apply_wrappers,
+    wrapper_kwargs={"wrappers": env_wrappers(env_id)})``)."""
+    for wrapper in wrappers:
+        env = wrapper(env)
+    return env
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
+    """The env the package trains and evaluates on: ``gymnasium.make(env_id, **make_kwargs(env_id), **kwargs)``
+    (``kwargs`` take precedence) wrapped in :func:`env_wrappers` -- for a MiniGrid id the flat (147,) uint8 view of
+    its twin, for every other id exactly ``gymnasium.make``'s env with :func:`make_kwargs`' time limit.
+
+    Raises:
+        ValueError: an unknown id or unimportable module.
+    """
+    return apply_wrappers(gym.make(env_id, **{**make_kwargs(env_id), **kwargs}), env_wrappers(env_id))
 
 
 def evaluate(
     policy: Any, env_id: str, episodes: int = 10, deterministic: bool = True, seed: int = 0, n_envs: int = 4
 ) -> EvalResult:
-    """Return statistics of ``policy`` (anything with SB3's ``predict``) in ``gymnasium.make(env_id)``.
+    """Return statistics of ``policy`` (anything with SB3's ``predict``) in the real env (:func:`make_env`).
 
     Args:
         episodes: number of episodes (>= 1).
@@ -221,7 +245,14 @@ def evaluate(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    venv = make_vec_env(env_id, n_envs=min(n_envs, episodes), seed=seed, env_kwargs=make_kwargs(env_id))
+    venv = make_vec_env(
+        env_id,
+        n_envs=min(n_envs, episodes),
+        seed=seed,
+        env_kwargs=make_kwargs(env_id),
+        wrapper_class=apply_wrappers,
+        wrapper_kwargs={"wrappers": env_wrappers(env_id)},
+    )
     try:
         returns, _ = evaluate_policy(
             policy, venv, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
@@ -258,9 +289,8 @@ def evaluate_many(
     if not seeds:
         raise ValueError("evaluate_many needs at least one seed (one per policy)")
     n_pol, n = len(seeds), min(n_envs, episodes)
-    kwargs = make_kwargs(env_id)
     venv = gym.vector.SyncVectorEnv(
-        [functools.partial(gym.make, env_id, **kwargs) for _ in range(n_pol * n)],
+        [functools.partial(make_env, env_id) for _ in range(n_pol * n)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     targets = np.tile(np.array([(episodes + i) // n for i in range(n)]), n_pol)

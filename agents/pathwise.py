@@ -68,7 +68,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import gymnasium as gym
 import torch
 from torch import nn
 
@@ -76,6 +75,7 @@ import envs
 from agents.base import Agent, Config, check_bool, check_choice, check_fraction, check_layers, check_positive
 from agents.critic import count_bonus, reward_scale
 from agents.episodes import EpisodeReturns
+from agents.evaluation import make_env
 from agents.registry import register_method
 from agents.returns import lambda_returns
 from envs import DifferentiableEnv
@@ -358,7 +358,7 @@ class PathwiseAgent(Agent):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.schedule = make_schedule(cfg.tau)
-        env = gym.make(self.env_id)
+        env = make_env(self.env_id)
         try:
             obs_space, act_space = env.observation_space, env.action_space
         finally:

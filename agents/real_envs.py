@@ -31,7 +31,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from agents.episodes import EpisodeReturns
-from agents.evaluation import make_kwargs
+from agents.evaluation import env_wrappers, make_kwargs
 
 SEED_HIGH = 2**31 - 1
 """Episode seeds are drawn uniformly from ``[0, SEED_HIGH)``."""
@@ -76,6 +76,7 @@ class SeededVectorEnv:
             num_envs=self.n_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+            wrappers=env_wrappers(env_id),
             **make_kwargs(env_id),
         )
         assert isinstance(vec, SyncVectorEnv)

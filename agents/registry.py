@@ -25,7 +25,7 @@ import gymnasium as gym
 
 import envs
 from agents.base import METHODS, Agent, Config, MethodInfo, build_config, check_threads, register_method
-from agents.evaluation import env_spec
+from agents.evaluation import env_spec, make_env
 from agents.hyperparams import HyperparameterDoc, default_hyperparameters, describe_hyperparameters
 
 __all__ = [
@@ -54,7 +54,7 @@ def check_env_id(env_id: str) -> gym.spaces.Discrete:
         ValueError: unknown id (naming some valid ones), an unimportable module, or a non-Discrete action space.
     """
     env_spec(env_id)
-    env = gym.make(env_id)
+    env = make_env(env_id)
     try:
         space = env.action_space
     finally:

@@ -56,7 +56,7 @@ from torch import nn
 import envs
 from agents.base import Agent, Config, check_bool, check_choice, check_fraction, check_positive
 from agents.episodes import EpisodeReturns
-from agents.evaluation import make_kwargs
+from agents.evaluation import env_wrappers, make_env, make_kwargs
 from agents.registry import register_method
 from agents.returns import lambda_returns
 from envs import DifferentiableEnv
@@ -228,7 +228,7 @@ class ReinforceAgent(Agent):
     def _setup(self) -> None:
         cfg = self.config
         self.rollout = resolve_rollout(cfg.rollout, self.env_id)
-        probe = gym.make(self.env_id)
+        probe = make_env(self.env_id)
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
         self.policy = self._make_policy(obs_space, act_space, Estimator.REINFORCE.value)
@@ -246,7 +246,11 @@ class ReinforceAgent(Agent):
             self.episodes = EpisodeReturns(cfg.n_envs, device=self.device)
         else:
             self.venv = gym.make_vec(
-                self.env_id, num_envs=cfg.n_envs, vectorization_mode="sync", **make_kwargs(self.env_id)
+                self.env_id,
+                num_envs=cfg.n_envs,
+                vectorization_mode="sync",
+                wrappers=env_wrappers(self.env_id),
+                **make_kwargs(self.env_id),
             )
             self._gym_obs, _ = self.venv.reset(seed=self.seed)
             self._gym_autoreset = np.zeros(cfg.n_envs, dtype=bool)

@@ -92,7 +92,7 @@ from agents.base import (
     torch_threads,
 )
 from agents.callbacks import BaseCallback
-from agents.evaluation import SOLVE_EPISODES, EvalResult, make_kwargs
+from agents.evaluation import SOLVE_EPISODES, EvalResult, apply_wrappers, env_wrappers, make_kwargs
 from agents.registry import register_method
 from gumbel_rl.policy import ACTIVATIONS, GumbelPolicy
 
@@ -253,6 +253,12 @@ class DQNConfig(SB3Config):
         check_positive("record_every", self.record_every, integer=True)
 
 
+def _recorded(env: gym.Env, wrappers: list[Any]) -> _EpisodeRecorder:
+    """``env`` in the package's ``wrappers`` (``agents.evaluation.env_wrappers``) and, outermost, an
+    :class:`_EpisodeRecorder` (SB3's ``make_vec_env`` puts its ``Monitor`` innermost)."""
+    return _EpisodeRecorder(apply_wrappers(env, wrappers))
+
+
 class _EpisodeRecorder(gym.Wrapper):
     """Outermost wrapper of each ``DummyVecEnv`` copy: remembers how its current episode started (the reset seed,
     or the env generator's state before an unseeded reset) and the actions taken since, so that a checkpoint can
@@ -363,7 +369,8 @@ class SB3Agent(Agent):
             self.env_id,
             n_envs=cfg.n_envs,
             seed=self.seed,
-            wrapper_class=_EpisodeRecorder,
+            wrapper_class=_recorded,
+            wrapper_kwargs={"wrappers": env_wrappers(self.env_id)},
             env_kwargs=make_kwargs(self.env_id),
         )
         assert isinstance(venv, DummyVecEnv)  # make_vec_env's default vec_env_cls

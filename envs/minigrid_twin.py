@@ -46,6 +46,9 @@ per cell, flattened in ``[x, y, channel]`` order -- from a pose, with ``minigrid
 b`` as ``a + b - a b``) and each visible cell's code the expectation of its contents' codes; averaged over the
 pose's mass on the successors of the last step's pose (the remainder looks from the most probable pose), which is
 the expected view after one soft step from a point mass (:meth:`MiniGridTwin.observe`). Cost: five views per env.
+A policy trained on the twin therefore acts on ``FlattenObservation(ImgObsWrapper(gymnasium.make(id)))``: the
+package's agents build their real envs so (``agents.evaluation.make_env``), and a loop of one's own wraps its env
+the same way (``gymnasium.make(id)`` alone gives ``minigrid``'s Dict observation).
 """
 
 from __future__ import annotations

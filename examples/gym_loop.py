@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import envs  # noqa: F401  (registers the gumbel_rl/ gridworlds)
-from agents.evaluation import make_kwargs
+from agents.evaluation import make_env
 from experiments.runner import load_policy_for
 
 
@@ -40,7 +40,9 @@ def main() -> None:
 
     try:  # a missing, corrupt or foreign file, an unknown env: one line, exit 2
         policy, env_id, _ = load_policy_for(args.policy, args.env)
-        env = gym.make(env_id, **make_kwargs(env_id))  # a time limit where the env registers none
+        # gym.make(env_id) with a time limit where the env registers none, and for a MiniGrid id the policy's
+        # observation wrappers (ImgObsWrapper + FlattenObservation)
+        env = make_env(env_id)
     except (FileNotFoundError, ValueError, ImportError, gym.error.Error) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     returns = []

@@ -17,6 +17,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import envs  # noqa: F401  (registers the gumbel_rl/ gridworlds)
+from agents.evaluation import apply_wrappers, env_wrappers
 from experiments.runner import load_policy_for
 
 
@@ -38,7 +39,13 @@ def main() -> None:
 
     try:  # a missing, corrupt or foreign file, an unknown env: one line, exit 2
         policy, env_id, _ = load_policy_for(args.policy, args.env)
-        venv = make_vec_env(env_id, n_envs=1, seed=args.seed)
+        venv = make_vec_env(  # a MiniGrid id: the policy's observation wrappers
+            env_id,
+            n_envs=1,
+            seed=args.seed,
+            wrapper_class=apply_wrappers,
+            wrapper_kwargs={"wrappers": env_wrappers(env_id)},
+        )
     except (FileNotFoundError, ValueError, ImportError, gym.error.Error) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     mean, std = evaluate_policy(policy, venv, n_eval_episodes=args.episodes, deterministic=True)

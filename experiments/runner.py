@@ -69,7 +69,7 @@ from stable_baselines3.common.logger import Logger
 import gumbel_rl
 from agents.base import Agent, Config
 from agents.callbacks import BaseCallback, StopTrainingOnSolved
-from agents.evaluation import EvalResult, evaluate, import_gym_packages, is_solved, reward_threshold
+from agents.evaluation import EvalResult, evaluate, import_gym_packages, is_solved, make_env, reward_threshold
 from agents.registry import METHODS, MethodInfo, check_env_id, resolve
 from envs.maps import SUITE
 from experiments.locks import DirectoryLock
@@ -382,7 +382,7 @@ def load_policy_for(
     if not env_id:
         raise ValueError(f"{path} does not name its environment; give --env ID")
     action_space = check_env_id(env_id)
-    env = gym.make(env_id)
+    env = make_env(env_id)
     try:
         obs_space = env.observation_space
     finally:

@@ -1,8 +1,9 @@
 """Record one episode of a policy in the real Gymnasium env as a GIF (Pillow) or an MP4 (imageio + ffmpeg).
 
-Frames come from ``gymnasium.make(env_id, render_mode="rgb_array")``: the gridworlds draw them with numpy;
-CartPole's renderer needs pygame. Both pygame and the MP4 writer are optional (``pip install -e ".[video]"``);
-when one is missing the error says so in one line. GIFs need only Pillow, which matplotlib already installs.
+Frames come from ``agents.evaluation.make_env(env_id, render_mode="rgb_array")`` (the env every method evaluates
+on): the gridworlds and MiniGrid draw them with numpy; CartPole's renderer needs pygame. Both pygame and the MP4
+writer are optional (``pip install -e ".[video]"``); when one is missing the error says so in one line. GIFs need
+only Pillow, which matplotlib already installs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.evaluation import make_kwargs
+from agents.evaluation import make_env
 from experiments.runner import MissingExtraError
 from gumbel_rl.files import atomic_path
 
@@ -48,7 +49,7 @@ def record_episode(
     policy: Any, env_id: str, deterministic: bool = True, seed: int = 0, max_frames: int = 5_000
 ) -> tuple[list[np.ndarray], float]:
     """Frames (H x W x 3 uint8 arrays, the first after reset) and the return of one episode of ``policy`` (anything
-    with SB3's ``predict``) in ``gymnasium.make(env_id, render_mode="rgb_array")`` reset with ``seed``. Stochastic
+    with SB3's ``predict``) in ``make_env(env_id, render_mode="rgb_array")`` reset with ``seed``. Stochastic
     actions draw from torch's generator seeded with ``seed`` (restored afterwards).
 
     Raises:
@@ -56,7 +57,7 @@ def record_episode(
         ValueError: the env cannot render ``rgb_array`` frames.
     """
     try:
-        env = gym.make(env_id, render_mode="rgb_array", **make_kwargs(env_id))
+        env = make_env(env_id, render_mode="rgb_array")
     except gym.error.Error as exc:
         raise ValueError(f"{env_id} cannot render rgb_array frames: {exc}") from None
     frames: list[np.ndarray] = []
@@ -105,7 +106,7 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 
 
 def env_fps(env_id: str, default: float = 10.0) -> float:
     """The env's ``metadata["render_fps"]`` (Gymnasium's playback rate), else ``default``."""
-    env = gym.make(env_id, **make_kwargs(env_id))
+    env = make_env(env_id)
     try:
         return float(env.metadata.get("render_fps") or default)
     finally:

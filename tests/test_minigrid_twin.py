@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import operator
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,10 +48,7 @@ def _wrapped(env_id: str):  # type: ignore[no-untyped-def]
     from gymnasium.wrappers import FlattenObservation
     from minigrid.wrappers import ImgObsWrapper
 
-    env = gym.make(env_id)
-    if isinstance(env.observation_space, gym.spaces.Box):  # already wrapped (agents.evaluation is imported)
-        return env
-    return FlattenObservation(ImgObsWrapper(env))
+    return FlattenObservation(ImgObsWrapper(gym.make(env_id)))
 
 
 def _replace_row(state: MiniGridState, i: int, row: MiniGridState) -> MiniGridState:
@@ -224,20 +223,56 @@ def test_optimal_returns_behind_the_thresholds() -> None:
     assert MINIGRID_OPTIMAL_RETURNS["MiniGrid-Empty-5x5-v0"] == pytest.approx(1 - 0.9 * 5 / 100)
 
 
-def test_gym_make_gives_the_twin_observation() -> None:
-    """Once ``agents`` is imported, ``gymnasium.make`` of a MiniGrid id observes through ImgObsWrapper +
-    FlattenObservation (Box (147,) uint8) with the env's own max_steps as time limit, and the first observation
-    is the twin's."""
+def test_make_env_gives_the_twin_observation() -> None:
+    """``agents.evaluation.make_env`` of a MiniGrid id observes through ImgObsWrapper + FlattenObservation (Box (147,)
+    uint8) with the env's own max_steps as time limit, and the first observation is the twin's; importing ``agents``
+    leaves ``gymnasium.make`` of the id as ``minigrid`` registers it (a Dict observation, no time limit)."""
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("minigrid")
-    import agents.evaluation  # noqa: F401
+    import agents  # noqa: F401
+    from agents.evaluation import env_wrappers, make_env, make_kwargs
 
-    env = gym.make("MiniGrid-DoorKey-6x6-v0")
+    env_id = "MiniGrid-DoorKey-6x6-v0"
+    max_steps = MINIGRID_SPECS[env_id].max_steps
+    plain = gym.make(env_id)
+    assert isinstance(plain.observation_space, gym.spaces.Dict) and plain.spec.max_episode_steps is None
+    assert isinstance(gym.make("MiniGrid-Empty-5x5-v0").observation_space, gym.spaces.Dict)
+    assert make_kwargs(env_id) == {"max_episode_steps": max_steps}
+    assert [w.__name__ for w in env_wrappers(env_id)] == ["ImgObsWrapper", "FlattenObservation"]
+    assert env_wrappers("CartPole-v1") == []
+    env = make_env(env_id)
     assert env.observation_space.shape == (147,) and env.observation_space.dtype == np.uint8
-    assert env.spec.max_episode_steps == MINIGRID_SPECS["MiniGrid-DoorKey-6x6-v0"].max_steps
+    assert env.spec.max_episode_steps == max_steps
     obs, _ = env.reset(seed=7)
-    twin = MiniGridTwin("MiniGrid-DoorKey-6x6-v0")
+    twin = MiniGridTwin(env_id)
     assert np.array_equal(twin.observe(state_from_env(env)).numpy()[0], obs)
+    obs_plain, _ = plain.reset(seed=7)  # the wrappers a loop of one's own applies give the same observation
+    assert np.array_equal(_wrapped(env_id).reset(seed=7)[0], obs)
+    assert np.array_equal(obs_plain["image"].reshape(-1), obs)
+    truncated, steps = False, 0
+    while not truncated:  # turning in place never terminates: truncated at exactly max_steps
+        _, _, terminated, truncated, _ = env.step(0)
+        steps += 1
+        assert not terminated
+    assert steps == max_steps
+
+
+def test_importing_agents_leaves_gymnasium_make_alone() -> None:
+    """In a fresh process: ``make_env`` of a MiniGrid id works without importing ``minigrid`` first (the package
+    imports it, which registers the ids) and gives the flat view, while ``gymnasium.make`` of the id -- after
+    ``import agents`` -- still gives ``minigrid``'s own Dict observation."""
+    pytest.importorskip("minigrid")
+    code = (
+        "import agents, gymnasium as gym\n"
+        "from agents.evaluation import make_env\n"
+        "print(make_env('MiniGrid-Empty-5x5-v0').observation_space.shape)\n"
+        "print(type(gym.make('MiniGrid-Empty-5x5-v0').observation_space).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1]
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["(147,)", "Dict"], out.stderr
 
 
 def test_env_spec_refuses_minigrid_ids_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,3 +409,54 @@ def test_index_step_reads_only_its_two_cells() -> None:
     grid[torch.arange(64), x + vec[:, 0], y + vec[:, 1]] = 0.5 * grid[torch.arange(64), x + vec[:, 0], y + vec[:, 1]]
     grid[torch.arange(64), x + vec[:, 0], y + vec[:, 1], 0] += 0.5
     assert twin._hard_step(state._replace(grid=grid), w) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "hyperparameters"),
+    [
+        ("st-gumbel", {}),
+        ("st-gumbel-critic", {}),
+        ("st-gumbel-model", {}),
+        ("reinforce", {"rollout": "gym"}),
+        ("ppo", {}),
+        ("dqn", {}),
+    ],
+)
+def test_every_family_trains_and_evaluates_on_the_flat_view(method: str, hyperparameters: dict) -> None:
+    """Each method family (twin, critic, model-based, REINFORCE on real envs, SB3) builds its envs with
+    ``make_env``: its policy takes the (147,) view, and its first evaluation in the real env scores returns in [0, 1]
+    -- while ``gymnasium.make`` of the id keeps ``minigrid``'s Dict observation."""
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("minigrid")
+    import agents
+
+    torch.set_num_threads(1)
+    env_id = "MiniGrid-Empty-5x5-v0"
+    with agents.make_agent(method, env_id, seed=0, eval_every=10**9, eval_episodes=2, **hyperparameters) as agent:
+        agent.learn(1)
+        assert agent.policy.observation_space.shape == (147,)
+        first = agent.record[0]
+        assert first["eval/episodes"] == 2 and 0.0 <= first["eval/mean_reward"] <= 1.0
+    assert isinstance(gym.make(env_id).observation_space, gym.spaces.Dict)
+
+
+def test_evaluate_and_evaluate_many_agree_on_the_flat_view() -> None:
+    """``evaluate`` (SB3's vec env) and ``evaluate_many`` (Gymnasium's) both build the wrapped env: a policy that
+    checks the (147,) observation and always moves forward scores the same on both (Empty-5x5: it never turns, so
+    every episode is truncated at max_steps with return 0)."""
+    pytest.importorskip("minigrid")
+    from agents.evaluation import evaluate, evaluate_many
+
+    class Forward:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):  # type: ignore[no-untyped-def]
+            assert obs.shape[1:] == (147,)
+            return np.full(len(obs), 2), None
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        assert obs.shape[2:] == (147,)
+        return np.full(obs.shape[:2], 2)
+
+    one = evaluate(Forward(), "MiniGrid-Empty-5x5-v0", episodes=3, seed=4)
+    many = evaluate_many(act, "MiniGrid-Empty-5x5-v0", episodes=3, seeds=[4, 9])
+    assert one.mean == 0.0 and one.episodes == 3
+    assert many == [one, one]
