@@ -1,4 +1,5 @@
-"""Many seeds of one pathwise twin method trained as one batched computation: one forward and one backward serve all.
+"""Many seeds of one twin method (a pathwise one, or ``reinforce`` on twin rollouts) trained as one batched
+computation: one forward and one backward serve all.
 
 :class:`ManySeeds` takes ``N`` :class:`agents.pathwise.PathwiseAgent` s of one method, env and config (seeds
 differ) and trains them together, each exactly as it would train alone -- same initial parameters, optimiser,
@@ -52,9 +53,16 @@ Usage (``make_agent`` users)::
         print(agent.seed, agent.solved, agent.solve_env_steps)
         agent.policy.save(f"policy_s{agent.seed}.pt")
 
-``train.py compare`` uses it for the pathwise methods (its default ``batched`` backend); other methods are refused
-with one line. The exploration bonus (``explore_bonus``) is each seed's own (its visit counts and reward unit),
-added row by row by :class:`StackedTwin`.
+``reinforce`` on twin rollouts (``rollout="twin"``, what ``"auto"`` gives on CartPole-v1 and the ``gumbel_rl/``
+maps) trains the same way (:class:`ManyReinforceSeeds`, which ``ManySeeds(agents)`` and :meth:`ManySeeds.make` build
+for it): stacked policy and value networks under one Adam, each seed's categorical samples and twin noise from its
+own generator in a single run's order, the twin stepped once over ``N * B`` environments under ``torch.no_grad()``,
+and the sum over seeds of each seed's own ``agents.reinforce.reinforce_with_baseline_loss`` (advantages normalised
+per seed), clipped per seed; on Gymnasium rollouts it is refused with one line.
+
+``train.py compare`` uses it for the pathwise methods and twin-rollout ``reinforce`` (its default ``batched``
+backend, :func:`trains_batched`); other methods are refused with one line. The exploration bonus
+(``explore_bonus``) is each seed's own (its visit counts and reward unit), added row by row by :class:`StackedTwin`.
 """
 
 from __future__ import annotations
@@ -67,6 +75,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import envs
 from agents.base import (
     EVAL_EPISODES,
     EVAL_MEAN,
@@ -84,6 +93,7 @@ from agents.critic import count_bonus, reward_scale
 from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate_many, is_solved
 from agents.pathwise import PathwiseAgent, shac_actor_loss, shac_window
 from agents.registry import METHODS, resolve
+from agents.reinforce import ReinforceAgent, reinforce_with_baseline_loss, resolve_rollout
 from agents.returns import lambda_returns
 from envs.differentiable import PreDrawnNoiseEnv
 from gumbel_rl.estimators import sample_action
@@ -160,17 +170,23 @@ class StackedMLP(nn.Module):
 
 
 def stacked_adam(
-    stacked: StackedMLP, optimizers: Sequence[torch.optim.Optimizer], nets: Sequence[nn.Module], lr: float
+    stacked: StackedMLP | Sequence[StackedMLP],
+    optimizers: Sequence[torch.optim.Optimizer],
+    nets: Sequence[nn.Module] | Sequence[Sequence[nn.Module]],
+    lr: float,
 ) -> torch.optim.Adam:
     """One Adam over ``stacked``'s parameters holding the seeds' own Adam states (``optimizers[s]`` over
-    ``nets[s].parameters()``, torch's defaults otherwise, as ``PathwiseAgent`` builds them).
+    ``nets[s].parameters()``, torch's defaults otherwise, as ``PathwiseAgent`` builds them). With several stacked
+    networks, ``nets[s]`` lists seed ``s``'s networks in the same order (one Adam over all of them, as
+    ``ReinforceAgent``'s over its policy and value networks).
 
     Raises:
         ValueError: the seeds' optimisers have taken different numbers of steps.
     """
-    opt = torch.optim.Adam(stacked.parameters(), lr=lr)
-    for j, param in enumerate(stacked.ordered_parameters()):
-        states = [o.state.get(list(net.parameters())[j], {}) for o, net in zip(optimizers, nets, strict=True)]
+    params, seed_params = _adam_params(stacked, nets)
+    opt = torch.optim.Adam(params, lr=lr)
+    for j, param in enumerate(params):
+        states = [o.state.get(mine[j], {}) for o, mine in zip(optimizers, seed_params, strict=True)]
         if not any(states):
             continue
         steps = {float(st["step"]) for st in states if st}
@@ -184,18 +200,33 @@ def stacked_adam(
     return opt
 
 
+def _adam_params(
+    stacked: StackedMLP | Sequence[StackedMLP], nets: Sequence[nn.Module] | Sequence[Sequence[nn.Module]]
+) -> tuple[list[nn.Parameter], list[list[nn.Parameter]]]:
+    """The stacked parameters in order, and each seed's own parameters in the same order."""
+    stacks = [stacked] if isinstance(stacked, StackedMLP) else list(stacked)
+    params = [p for st in stacks for p in st.ordered_parameters()]
+    seed_params = []
+    for mine in nets:
+        modules = [mine] if isinstance(mine, nn.Module) else list(mine)
+        seed_params.append([p for m in modules for p in m.parameters()])
+    return params, seed_params
+
+
 def copy_adam_state(
     opt: torch.optim.Optimizer,
-    stacked: StackedMLP,
+    stacked: StackedMLP | Sequence[StackedMLP],
     optimizers: Sequence[torch.optim.Optimizer],
-    nets: Sequence[nn.Module],
+    nets: Sequence[nn.Module] | Sequence[Sequence[nn.Module]],
 ) -> None:
-    """Write the stacked Adam state back into each seed's optimiser (copies), and its learning rate."""
+    """Write the stacked Adam state back into each seed's optimiser (copies), and its learning rate (``stacked``
+    and ``nets`` as :func:`stacked_adam`'s)."""
     lr = opt.param_groups[0]["lr"]
-    for s, (o, net) in enumerate(zip(optimizers, nets, strict=True)):
+    params, seed_params = _adam_params(stacked, nets)
+    for s, (o, theirs) in enumerate(zip(optimizers, seed_params, strict=True)):
         for group in o.param_groups:
             group["lr"] = lr
-        for param, mine in zip(net.parameters(), stacked.ordered_parameters(), strict=True):
+        for param, mine in zip(theirs, params, strict=True):
             st = opt.state.get(mine)
             if st:
                 o.state[param] = {
@@ -360,6 +391,23 @@ class StackedPolicy(nn.Module):
             ent = -(logp.exp() * logp).sum(-1)
             self.entropy_sum = self.entropy_sum + ent.reshape(len(self.streams), -1).mean(1)
         return action, logits
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor) -> torch.Tensor:
+        """Exact categorical action indices ``(N * B,)`` without gradient, each seed's the one
+        ``sample_action(logits, "reinforce", generator=g).argmax(-1)`` draws from its generator ``g`` (Gumbel-max:
+        only the draw of the noise goes per seed, the argmax runs once over all seeds)."""
+        logits = self.net(features)
+        check_logits(logits)
+        n_rows = logits.shape[0] // len(self.streams)
+        g = torch.cat(
+            [
+                gumbel_noise((n_rows, logits.shape[-1]), dtype=logits.dtype, device=logits.device, generator=gen)
+                for gen in self.streams.generators
+            ]
+        )
+        index: torch.Tensor = (logits + g).max(-1).indices
+        return index
 
 
 class StackedTwin:
@@ -529,16 +577,20 @@ class _SeedEpisodes:
 
 
 def check_batchable(agents: Sequence[Any]) -> None:
-    """Raise ``ValueError`` (one line) unless ``agents`` can train together: at least one, all ``PathwiseAgent`` s
-    of one method, env, config and device at the same env step, distinct seeds."""
+    """Raise ``ValueError`` (one line) unless ``agents`` can train together: at least one, all ``PathwiseAgent`` s or
+    all twin-rollout ``ReinforceAgent`` s, of one method, env, config and device at the same env step, distinct
+    seeds."""
     if not agents:
         raise ValueError("ManySeeds needs at least one agent")
     first = agents[0]
-    if not all(isinstance(a, PathwiseAgent) for a in agents):
-        bad = next(a for a in agents if not isinstance(a, PathwiseAgent))
+    kind = PathwiseAgent if isinstance(first, PathwiseAgent) else ReinforceAgent
+    if not all(isinstance(a, kind) for a in agents):
+        bad = next(a for a in agents if not isinstance(a, kind))
         raise ValueError(
             f"method {bad.method!r} cannot train seeds in one batch; batched methods: {', '.join(batched_methods())}"
         )
+    if kind is ReinforceAgent:
+        _check_rollout(first.env_id, first.rollout)
     for a in agents:
         if (a.method, a.env_id, a.config.to_dict(), a.device) != (
             first.method,
@@ -556,9 +608,31 @@ def check_batchable(agents: Sequence[Any]) -> None:
         raise ValueError(f"seeds trained together must be distinct, got {seeds}")
 
 
+def _check_rollout(env_id: str, rollout: str) -> None:
+    if rollout != "twin":
+        raise ValueError(
+            f"reinforce trains seeds in one batch only on twin rollouts, and its rollout on {env_id!r} is "
+            f"{rollout!r}; twins: {', '.join(envs.differentiable_ids())}"
+        )
+
+
 def batched_methods() -> list[str]:
-    """The registered methods whose seeds :class:`ManySeeds` trains in one batch (the pathwise twin methods)."""
-    return [m for m, info in METHODS.items() if info.agent_cls is PathwiseAgent]
+    """The registered methods whose seeds :class:`ManySeeds` trains in one batch: the pathwise twin methods, and
+    ``reinforce`` on twin rollouts (see :func:`trains_batched`)."""
+    return [m for m, info in METHODS.items() if info.agent_cls in (PathwiseAgent, ReinforceAgent)]
+
+
+def trains_batched(method: str, env_id: str, hyperparameters: dict[str, Any] | None = None) -> bool:
+    """Whether seeds of ``method`` on ``env_id`` with these overrides of the tuned defaults train in one batch: a
+    pathwise twin method, or ``reinforce`` whose rollout resolves to the twin. Settings that the method refuses
+    give False (a run alone then reports them)."""
+    if method not in batched_methods():
+        return False
+    try:
+        info, config = resolve(method, env_id, dict(hyperparameters or {}))
+        return info.agent_cls is not ReinforceAgent or resolve_rollout(config.rollout, env_id) == "twin"  # type: ignore[attr-defined]
+    except ValueError:
+        return False
 
 
 class ManySeeds:
@@ -573,7 +647,13 @@ class ManySeeds:
         ValueError: see :func:`check_batchable`.
     """
 
-    def __init__(self, agents: Sequence[PathwiseAgent], n_threads: int | None = 1) -> None:
+    def __new__(cls, agents: Sequence[Any], n_threads: int | None = 1) -> ManySeeds:
+        """``ManySeeds(agents)`` of ``ReinforceAgent`` s is a :class:`ManyReinforceSeeds`."""
+        if cls is ManySeeds and agents and isinstance(agents[0], ReinforceAgent):
+            cls = ManyReinforceSeeds
+        return super().__new__(cls)
+
+    def __init__(self, agents: Sequence[Any], n_threads: int | None = 1) -> None:
         check_batchable(agents)
         check_threads(n_threads)
         self.agents = list(agents)
@@ -605,8 +685,10 @@ class ManySeeds:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"give at least one seed, each once; got {seeds}")
         info, config = resolve(method, env_id, hyperparameters)
+        if info.agent_cls is ReinforceAgent:
+            _check_rollout(env_id, resolve_rollout(config.rollout, env_id))  # type: ignore[attr-defined]
         agents = [info.build(env_id, config, seed=s, device=device, n_threads=None) for s in seeds]
-        return cls(agents, n_threads=n_threads)  # type: ignore[arg-type]
+        return cls(agents, n_threads=n_threads)
 
     # ---- stacking ------------------------------------------------------------------------------------------
     def _stack(self, agents: list[PathwiseAgent]) -> None:
@@ -649,7 +731,7 @@ class ManySeeds:
 
     @property
     def num_env_steps(self) -> int:
-        return self.agents[0].num_env_steps
+        return int(self.agents[0].num_env_steps)
 
     # ---- one iteration ---------------------------------------------------------------------------------------
     def _train_iteration(self) -> tuple[int, list[dict[str, float]]]:
@@ -920,7 +1002,151 @@ class ManySeeds:
         self.close()
 
 
+class ManyReinforceSeeds(ManySeeds):
+    """``N`` twin-rollout ``ReinforceAgent`` s (one env and config; distinct seeds) trained as one batched
+    computation, with :class:`ManySeeds`' machinery (``ManySeeds(agents)`` and :meth:`ManySeeds.make` build one for
+    ``reinforce``): stacked policy and value networks (:class:`StackedMLP`), one Adam over both holding each seed's
+    state, the rollout of ``N * n_envs`` twin environments stepped once per step under ``torch.no_grad()``
+    (:class:`StackedTwin`: each seed's pre-drawn noise), each seed's categorical samples drawn from its own
+    generator (:meth:`StackedPolicy.sample`) in a single run's order (sample, step, reset at every step), batched
+    evaluation and records.
+
+    The loss is the sum over seeds of ``agents.reinforce.reinforce_with_baseline_loss`` of each seed's own rollout
+    (its ``T * B`` steps in a single run's order: advantages normalised per seed), so the gradient of seed ``s``'s
+    parameters is its own; the gradients are clipped per seed over policy and value parameters together (as
+    ``clip_grad_norm_`` over both in a single run, up to the order of the norm's float sum).
+    """
+
+    agents: list[Any]
+    active: list[Any]
+    config: Any  # the agents' ReinforceConfig
+
+    def _stack(self, agents: list[Any]) -> None:
+        self.active = agents
+        first = agents[0]
+        self.config = first.config
+        self.streams = SeedStreams([a.generator for a in agents])
+        self.policy = StackedPolicy([a.policy for a in agents], self.streams)
+        self.value_net = StackedMLP([a.value_net for a in agents])
+        self.optimizer = stacked_adam(
+            [self.policy.net, self.value_net],
+            [a.optimizer for a in agents],
+            [[a.policy.net, a.value_net] for a in agents],
+            self.config.learning_rate,
+        )
+        self.twin = StackedTwin(first.twin, self.streams)
+        self.twin_state = _cat([a._twin_state for a in agents])
+        self.episodes = _SeedEpisodes(agents)
+
+    def sync(self) -> None:
+        """Write the stacked state (networks, the optimiser's state, twin states, episode returns) back into the
+        active agents, so that each is exactly its single-run self."""
+        nets = [a.policy.net for a in self.active]
+        values = [a.value_net for a in self.active]
+        self.policy.net.copy_to(nets)
+        self.value_net.copy_to(values)
+        copy_adam_state(
+            self.optimizer,
+            [self.policy.net, self.value_net],
+            [a.optimizer for a in self.active],
+            [[p, v] for p, v in zip(nets, values, strict=True)],
+        )
+        for a, st in zip(self.active, _split(self.twin_state, len(self.active)), strict=True):
+            a._twin_state = type(st)(*(x.clone() for x in st))
+        self.episodes.copy_to_agents()
+
+    def _rollout(self) -> tuple[torch.Tensor, ...]:
+        """``ReinforceAgent._rollout_twin`` of every seed, time-major over ``N * B`` environments: (obs, next_obs,
+        actions, rewards, terminated, truncated)."""
+        cfg, twin = self.config, self.twin
+        T, B, D = cfg.n_steps, cfg.n_envs * len(self.active), self.active[0].policy.obs_dim
+        n_actions = twin.n_actions
+        dev = self.twin_state[0].device
+        obs = torch.empty(T, B, D, device=dev)
+        next_obs = torch.empty(T, B, D, device=dev)
+        actions = torch.empty(T, B, dtype=torch.long, device=dev)
+        rewards = torch.empty(T, B, device=dev)
+        term = torch.empty(T, B, dtype=torch.bool, device=dev)
+        trunc = torch.empty(T, B, dtype=torch.bool, device=dev)
+        state = self.twin_state
+        with torch.no_grad():
+            for t in range(T):
+                o = twin.observe(state).float()
+                a = self.policy.sample(o)
+                onehot = nn.functional.one_hot(a, n_actions).to(o.dtype)
+                state, r, te, tr = twin.step(state, onehot)
+                done = te | tr
+                obs[t], next_obs[t], actions[t], rewards[t], term[t], trunc[t] = o, twin.observe(state), a, r, te, tr
+                self.episodes.add(r, done)
+                state = twin.reset_done(state, done)
+        self.twin_state = state
+        return obs, next_obs, actions, rewards, term, trunc
+
+    def _train_iteration(self) -> tuple[int, list[dict[str, float]]]:
+        """``ReinforceAgent._train_iteration`` of every active seed (twin rollout), batched: (env steps per seed,
+        each seed's metrics)."""
+        cfg = self.config
+        n = len(self.active)
+        obs, next_obs, actions, rewards, term, trunc = self._rollout()
+        T, NB, D = obs.shape
+        B = NB // n
+
+        def by_seed(x: torch.Tensor) -> torch.Tensor:
+            """(T, N * B, ...) time-major -> (N * T * B, ...): seed-major blocks, each a single run's (T * B)."""
+            return x.reshape(T, n, B, *x.shape[2:]).transpose(0, 1).reshape(n * T * B, *x.shape[2:])
+
+        flat_obs = by_seed(obs)
+        logits = self.policy.net(flat_obs)
+        values = self.value_net(flat_obs).reshape(n, T, B)
+        with torch.no_grad():
+            next_values = self.value_net(by_seed(next_obs)).reshape(n, T, B)
+        done = term | trunc
+        # Column by column: each seed's columns are its single-run returns.
+        returns = lambda_returns(
+            rewards, next_values.transpose(0, 1).reshape(T, NB), term, done, cfg.gamma, cfg.gae_lambda
+        )
+        returns = returns.reshape(T, n, B).transpose(0, 1)  # (N, T, B)
+        dist = self.active[0].policy.distribution_from_logits(logits)
+        onehot = nn.functional.one_hot(by_seed(actions), self.twin.n_actions).to(logits.dtype)
+        log_prob = dist.log_prob(onehot).reshape(n, -1)
+        entropy = dist.entropy().reshape(n, -1)
+        mask = torch.ones(T * B, dtype=values.dtype, device=values.device)  # twin rollouts: every step is valid
+        total = values.new_zeros(())
+        seed_stats = []
+        for s in range(n):
+            ret = returns[s].reshape(-1)
+            loss, stats = reinforce_with_baseline_loss(
+                log_prob=log_prob[s],
+                advantages=ret - values[s].detach().reshape(-1),
+                values=values[s].reshape(-1),
+                returns=ret,
+                entropy=entropy[s],
+                mask=mask,
+                vf_coef=cfg.vf_coef,
+                ent_coef=cfg.ent_coef,
+                normalize_advantage=cfg.normalize_advantage,
+            )
+            total = total + loss  # seed s's parameters get the gradient of its own loss
+            seed_stats.append(stats)
+        params = [*self.policy.net.ordered_parameters(), *self.value_net.ordered_parameters()]
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward(inputs=params)
+        grad_norm = clip_grad_norm_per_seed(params, cfg.max_grad_norm, n)
+        self.optimizer.step()
+        names = list(seed_stats[0])
+        with torch.no_grad():
+            table = torch.stack([torch.stack([st[k].float() for k in names]) for st in seed_stats])
+            columns = torch.cat([table, grad_norm.unsqueeze(1).float()], 1).cpu().tolist()  # one host sync
+        self.episodes.flush()
+        metrics = []
+        for a, col in zip(self.active, columns, strict=True):
+            m = dict(zip([*names, "train/grad_norm"], col, strict=True))
+            metrics.append({**m, **a.episodes.metrics()})
+        return T * B, metrics
+
+
 __all__ = [
+    "ManyReinforceSeeds",
     "ManySeeds",
     "SeedStreams",
     "StackedMLP",
@@ -930,4 +1156,5 @@ __all__ = [
     "check_batchable",
     "clip_grad_norm_per_seed",
     "evaluate_policies",
+    "trains_batched",
 ]

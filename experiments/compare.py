@@ -364,16 +364,17 @@ def execute_batch(tasks: Sequence[RunTask], stop_flag: Any = None) -> list[dict[
 
 def batch_tasks(tasks: Sequence[RunTask]) -> list[RunTask | list[RunTask]]:
     """The tasks as the ``batched`` backend runs them: the tasks of each method whose seeds train in one batch
-    (``agents.many_seeds.batched_methods``), two or more, as one list; the others alone."""
-    from agents.many_seeds import batched_methods
+    (``agents.many_seeds.trains_batched``: the pathwise methods, ``reinforce`` on twin rollouts), two or more, as one
+    list; the others alone."""
+    from agents.many_seeds import trains_batched
 
-    batchable = set(batched_methods())
     by_method: dict[str, list[RunTask]] = {}
     for task in tasks:
         by_method.setdefault(task.settings.method, []).append(task)
     items: list[RunTask | list[RunTask]] = []
     for method, group in by_method.items():
-        if method in batchable and len(group) > 1:
+        first = group[0].settings
+        if len(group) > 1 and trains_batched(method, first.env_id, first.hyperparameters):
             items.append(group)
         else:
             items.extend(group)

@@ -21,6 +21,7 @@ from agents.base import Agent
 from agents.callbacks import FunctionCallback
 from agents.evaluation import evaluate
 from agents.many_seeds import (
+    ManyReinforceSeeds,
     ManySeeds,
     SeedStreams,
     StackedMLP,
@@ -29,12 +30,14 @@ from agents.many_seeds import (
     batched_methods,
     clip_grad_norm_per_seed,
     evaluate_policies,
+    trains_batched,
 )
 from envs.differentiable import PreDrawnNoiseEnv, make_differentiable
 from experiments.compare import (
     WALL_CLOCK_COLUMNS,
     CompareSettings,
     RunTask,
+    batch_tasks,
     check_backend,
     execute_batch,
     execute_task,
@@ -48,11 +51,13 @@ from gumbel_rl.policy import GumbelPolicy, mlp
 EMPTY = "gumbel_rl/EmptyRoom-5x5-v0"
 SLIPPERY = "gumbel_rl/Slippery-8x8-v0"  # slips: the twin's step draws noise
 SMALL_CARTPOLE = {"n_envs": 8, "horizon": 8, "net_arch": [16], "critic_arch": [16], "eval_every": 128}
+SMALL_REINFORCE = {"n_envs": 8, "n_steps": 16, "net_arch": [16], "eval_every": 256}
 WALL = ("time/train_seconds",)
 
 
 def _weights(agent: Agent) -> list[torch.Tensor]:
-    return [t.clone() for m in (agent.policy, agent.critic) for t in m.state_dict().values()]  # type: ignore[attr-defined]
+    nets = (agent.policy, getattr(agent, "critic", None) or agent.value_net)  # type: ignore[attr-defined]
+    return [t.clone() for m in nets for t in m.state_dict().values()]
 
 
 def _record(agent: Agent) -> list[dict]:
@@ -293,6 +298,99 @@ def test_checkpoints_resume_together_exactly(tmp_path: Path) -> None:
         assert _record(_seed(group, s)) == _record(_seed(resumed, s))
 
 
+@pytest.mark.parametrize(("env_id", "hp"), [("CartPole-v1", SMALL_REINFORCE), (SLIPPERY, {"eval_every": 128})])
+def test_a_reinforce_seed_is_bit_identical_whatever_its_companions(env_id: str, hp: dict) -> None:
+    """``reinforce`` on the twin (``ManyReinforceSeeds``): seed 2 trained with companions (0, 1), with 5 after it,
+    and alone gives the same policy and value weights, Adam state, generator, twin state and record (evaluations
+    included), exactly (tolerance 0; ``n_envs`` a multiple of 8)."""
+    runs = {}
+    for seeds in ([0, 1, 2], [2, 5], [2]):
+        group = ManySeeds.make("reinforce", env_id, seeds, device="cpu", **hp)
+        assert isinstance(group, ManyReinforceSeeds)
+        cfg = group.config
+        group.learn(5 * cfg.n_envs * cfg.n_steps)
+        runs[tuple(seeds)] = _seed(group, 2)
+    ref = runs[(2,)]
+    assert len(ref.record) == 5 and sum("eval/mean_reward" in r for r in ref.record) >= 2
+    for other in (runs[(0, 1, 2)], runs[(2, 5)]):
+        for a, b in zip(_weights(ref), _weights(other), strict=True):
+            assert torch.equal(a, b)
+        assert _record(ref) == _record(other)
+        assert torch.equal(ref.generator.get_state(), other.generator.get_state())
+        assert all(torch.equal(x, y) for x, y in zip(ref._twin_state, other._twin_state, strict=True))
+        sa, sb = ref.optimizer.state_dict()["state"], other.optimizer.state_dict()["state"]
+        n_params = len([*ref.policy.parameters(), *ref.value_net.parameters()])
+        assert len(sa) == n_params and all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", SLIPPERY])
+def test_a_batched_reinforce_seed_follows_its_single_run(env_id: str) -> None:
+    """Each reinforce seed samples its actions and its twin's noise from its own generator in a single run's order,
+    and its loss is ``reinforce_with_baseline_loss`` of its own rollout (advantages normalised per seed): after 4
+    iterations its weights match the single run of that seed to 1e-5 (float rounding of the batched matmuls and of
+    the clipping norm's sum only), its record to 1e-4 and its generator exactly (the same number of draws)."""
+    hp = {**SMALL_REINFORCE, "eval_every": 10**6}
+    group = ManySeeds.make("reinforce", env_id, [3, 4], device="cpu", **hp)
+    steps = 4 * 8 * 16
+    group.learn(steps)
+    for seed in (3, 4):
+        single = agents.make_agent("reinforce", env_id, seed=seed, device="cpu", **hp).learn(steps)
+        mine = _seed(group, seed)
+        for a, b in zip(_weights(mine), _weights(single), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        assert torch.equal(mine.generator.get_state(), single.generator.get_state())
+        for ra, rb in zip(_record(mine), _record(single), strict=True):
+            assert ra.keys() == rb.keys()
+            for k in ra:
+                assert math.isclose(ra[k], rb[k], rel_tol=1e-4, abs_tol=1e-5), (k, ra[k], rb[k])
+
+
+def test_stacked_samples_are_each_seeds_own_reinforce_draws() -> None:
+    """``StackedPolicy.sample`` gives exactly ``sample_action(logits, "reinforce", generator=g).argmax(-1)`` of each
+    seed's logits with that seed's generator, and leaves the generators in the same states."""
+    pols = [agents.make_agent("reinforce", "CartPole-v1", seed=s, device="cpu").policy for s in range(3)]
+    mine = [torch.Generator().manual_seed(10 + s) for s in range(3)]
+    theirs = [torch.Generator().manual_seed(10 + s) for s in range(3)]
+    stacked = StackedPolicy(pols, SeedStreams(mine))
+    features = torch.randn(3 * 16, 4, generator=torch.Generator().manual_seed(0))
+    got = stacked.sample(features)
+    logits = [pols[s](features[16 * s : 16 * (s + 1)]).detach() for s in range(3)]
+    ref = torch.cat(
+        [sample_action(lg, "reinforce", generator=g).argmax(-1) for lg, g in zip(logits, theirs, strict=True)]
+    )
+    assert torch.equal(got, ref) and got.unique().numel() == 2
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(mine, theirs, strict=True))
+
+
+def test_compare_batches_reinforce_on_twin_rollouts_only(tmp_path: Path) -> None:
+    """The ``batched`` backend takes ``reinforce`` when its rollout resolves to the twin (CartPole-v1 and the
+    gridworlds by default) and runs it alone on Gymnasium rollouts; a batched reinforce comparison writes each seed's
+    run with the returns of the seed's single run (1e-6 relative)."""
+    assert trains_batched("reinforce", EMPTY) and trains_batched("reinforce", "CartPole-v1", {"rollout": "auto"})
+    assert not trains_batched("reinforce", "CartPole-v1", {"rollout": "gym"})
+    assert not trains_batched("reinforce", "Acrobot-v1") and not trains_batched("ppo", "CartPole-v1")
+    assert not trains_batched("reinforce", "CartPole-v1", {"rollout": "nope"})
+    hp = {**SMALL_REINFORCE, "eval_every": 128}
+    settings = CompareSettings(EMPTY, ["reinforce"], 2, steps=2 * 128, hyperparameters=hp)
+    with plan_comparison(settings, tmp_path / "plan", checkpoints=CheckpointPolicy(0, 0)) as plan:
+        tasks = [t for t in plan.items if isinstance(t, RunTask)]
+        assert batch_tasks(tasks) == [tasks]
+    gym = CompareSettings("CartPole-v1", ["reinforce"], 2, steps=128, hyperparameters={"rollout": "gym"})
+    with plan_comparison(gym, tmp_path / "gym", checkpoints=CheckpointPolicy(0, 0)) as plan:
+        tasks = [t for t in plan.items if isinstance(t, RunTask)]
+        assert batch_tasks(tasks) == tasks
+    b, loc = tmp_path / "batched", tmp_path / "local"
+    got = _run_in_process(settings, b, batched=True)
+    want = _run_in_process(settings, loc, batched=False)
+    for pa, pb in zip(got, want, strict=True):
+        assert pa["status"] == pb["status"] == "done" and pa["seed"] == pb["seed"]
+        assert _files(Path(pa["run_dir"])) == _files(Path(pb["run_dir"]))
+        ra, rb = pa["result"], pb["result"]
+        for k in ("solved", "solve_env_steps", "env_steps", "eval_episodes", "iterations"):
+            assert ra[k] == rb[k], k
+        assert ra["eval_return_mean"] == pytest.approx(rb["eval_return_mean"], rel=1e-6)
+
+
 def test_refusals_are_one_line() -> None:
     bad = [
         (lambda: ManySeeds.make("ppo", "CartPole-v1", [0, 1]), "cannot train seeds in one batch; batched methods"),
@@ -302,12 +400,14 @@ def test_refusals_are_one_line() -> None:
         (lambda: ManySeeds.make("st-gumbel", "CartPole-v1", [0]).learn(0), "total_env_steps"),
         (lambda: ManySeeds.make("st-gumbel", "CartPole-v1", [0, 1]).learn(10, callbacks=[None]), "one callback per"),
         (lambda: check_backend("threads"), "valid: batched, local, ray"),
+        (lambda: ManySeeds.make("reinforce", "CartPole-v1", [0, 1], rollout="gym"), "only on twin rollouts"),
+        (lambda: ManySeeds.make("reinforce", "Acrobot-v1", [0, 1]), "only on twin rollouts.*'gym'"),
     ]
     for call, match in bad:
         with pytest.raises(ValueError, match=match) as info:
             call()
         assert "\n" not in str(info.value)
-    assert set(batched_methods()) == set(PATHWISE_ESTIMATORS)
+    assert set(batched_methods()) == {*PATHWISE_ESTIMATORS, "reinforce"}
 
 
 def _files(run_dir: Path) -> set[str]:
