@@ -19,9 +19,11 @@ repeat: ``N`` seeds batched as ``ManySeeds`` trains them (a twin with pre-drawn 
 .PreDrawnNoiseEnv``, steps all seeds at once, only its draws per seed), the same ``N`` seeds with the twin called once
 per seed for its noisy calls (``per-seed-twin``: the path of twins without pre-drawn noise), and one seed alone;
 it reports the median seconds per iteration and checks that the two batched paths trained the same weights.
+``--method reinforce`` times its twin-rollout seeds batched (``agents.many_seeds.ManyReinforceSeeds``) the same way.
 
     python bench/bench_many_seeds.py --seeds 10 --big-seeds 100 --repeats 1 --json out.json
     python bench/bench_many_seeds.py --seeds 10 --iteration-times gumbel_rl/FourRooms-11x11-v0 --repeats 7
+    python bench/bench_many_seeds.py --method reinforce --seeds 10 --iteration-times CartPole-v1 --repeats 7
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ def time_iterations(method: str, env_id: str, seeds: int, iterations: int, repea
         "env_id": env_id,
         "seeds": seeds,
         "n_envs": single.config.n_envs,
-        "horizon": single.config.horizon,
+        "horizon": getattr(single.config, "horizon", None),  # pathwise methods
+        "n_steps": getattr(single.config, "n_steps", None),  # reinforce
         "iterations_per_round": iterations,
         "rounds": repeats,
         "seconds_per_iteration": times,
