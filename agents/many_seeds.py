@@ -626,8 +626,8 @@ def trains_batched(method: str, env_id: str, hyperparameters: dict[str, Any] | N
     """Whether seeds of ``method`` on ``env_id`` with these overrides of the tuned defaults train in one batch: a
     pathwise twin method, or ``reinforce`` whose rollout resolves to the twin. Settings that the method refuses
     give False (a run alone then reports them)."""
-    if method not in batched_methods():
-        return False
+    if method not in batched_methods() or env_id not in envs.differentiable_ids():
+        return False  # (an id without a twin is not looked up: it may need packages imported elsewhere)
     try:
         info, config = resolve(method, env_id, dict(hyperparameters or {}))
         return info.agent_cls is not ReinforceAgent or resolve_rollout(config.rollout, env_id) == "twin"  # type: ignore[attr-defined]
