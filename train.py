@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKENDS,
         default="batched",
-        help="batched (default): local processes, the seeds of each pathwise twin method trained together in one "
-        "batched computation; local: one process per run; ray: one Ray task per run",
+        help="batched (default): local processes, the seeds of each twin method (pathwise, or reinforce on the twin) "
+        "trained together in one batched computation; local: one process per run; ray: one Ray task per run",
     )
     c.add_argument("--out", required=True, metavar="DIR", help="comparison directory")
     common(c)

@@ -4,8 +4,9 @@ Every (method, seed) pair is one run (``experiments.runner``), written to ``DIR/
 as a single run. Runs execute in parallel: local processes (``concurrent.futures`` with the "spawn" context, one
 torch thread each) or Ray tasks (``backend="ray"``; ``ray.init()`` starts a local cluster, or joins the one named by
 ``RAY_ADDRESS`` -- the package must then be installed on its nodes and ``DIR`` be on a filesystem they share).
-The ``"batched"`` backend (``train.py compare``'s default) is the local one except that the seeds of each pathwise
-twin method (``agents.many_seeds.batched_methods``) train in one process as one batched computation
+The ``"batched"`` backend (``train.py compare``'s default) is the local one except that the seeds of each method
+that trains through a twin (the pathwise ones, and ``reinforce`` on twin rollouts:
+``agents.many_seeds.trains_batched``) train in one process as one batched computation
 (``experiments.runner.train_runs_batched``, ``agents.many_seeds.ManySeeds``): each seed still gets its own run
 directory with the same files, and its result is the one it would get with any other companions. Its wall-clock
 columns are the batch's: a seed's ``solve_wall_s`` is the time the whole batch had trained when that seed solved,
@@ -97,8 +98,8 @@ SUMMARY_COLUMNS = (
 WALL_CLOCK_COLUMNS = ("solve_wall_s_median", "wall_s_median")
 """Summary columns that depend on the machine's speed (everything else is a function of the seeds)."""
 BACKENDS = ("batched", "local", "ray")
-"""``batched``: local processes, the seeds of each pathwise twin method together in one (``train.py compare``'s
-default); ``local``: one process per run; ``ray``: one Ray task per run."""
+"""``batched``: local processes, the seeds of each twin method (pathwise, or ``reinforce`` on the twin) together
+in one (``train.py compare``'s default); ``local``: one process per run; ``ray``: one Ray task per run."""
 BOOTSTRAP_SEED = 0
 
 
@@ -689,8 +690,9 @@ def run_comparison(
 
     Args:
         workers: parallel runs (default: CPU count, at most the number of runs).
-        backend: "local" (one process per run, the default), "batched" (processes, each pathwise twin method's
-            seeds in one batched process; ``train.py compare``'s default) or "ray".
+        backend: "local" (one process per run, the default), "batched" (processes, each twin method's
+            seeds (pathwise, or ``reinforce`` on the twin) in one batched process; ``train.py compare``'s default)
+            or "ray".
         progress: a tqdm bar over the runs on stderr.
         log: where one-line messages go ("skipped ...", failures).
         stop_flag: anything with ``is_set()``; when None, Ctrl-C and SIGTERM are deferred with

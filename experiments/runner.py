@@ -33,10 +33,10 @@ built with ``n_threads=None``: a run uses the process's torch threads (``train.p
 worker). A :class:`Run` (from :func:`start_run` or :func:`open_resume`) holds
 the directory's lock and the agent until it is closed (it is a context manager).
 
-Runs of one pathwise twin method at one env step can train together (:func:`train_runs_batched`,
-``agents.many_seeds.ManySeeds``; ``train.py compare``'s default ``batched`` backend): every run directory then gets
-the same files as from :func:`train_run`, its final evaluations made for all runs in one vector env
-(:func:`final_evaluations_batched`).
+Runs of one twin method (pathwise, or ``reinforce`` on twin rollouts) at one env step can train together
+(:func:`train_runs_batched`, ``agents.many_seeds.ManySeeds``; ``train.py compare``'s default ``batched`` backend):
+every run directory then gets the same files as from :func:`train_run`, its final evaluations made for all runs in
+one vector env (:func:`final_evaluations_batched`).
 """
 
 from __future__ import annotations
@@ -825,10 +825,11 @@ def train_runs_batched(
     tensorboard: bool = True,
     checkpoints: CheckpointPolicy = CheckpointPolicy(),  # noqa: B008 - frozen dataclass
 ) -> list[dict[str, Any]]:
-    """:func:`train_run` for runs of one pathwise method at one env step (distinct seeds), trained as one batched
-    computation (``agents.many_seeds.ManySeeds``): each run logs its rows to its own ``metrics.csv``, checkpoints per
-    ``checkpoints``, stops on solved if its settings say so, and gets the same files as from :func:`train_run`; the
-    final evaluations of all runs are made together (:func:`final_evaluations_batched`). The runs stay open.
+    """:func:`train_run` for runs of one twin method (pathwise, or ``reinforce`` on the twin) at one env step
+    (distinct seeds), trained as one batched computation (``agents.many_seeds.ManySeeds``): each run logs its rows to
+    its own ``metrics.csv``, checkpoints per ``checkpoints``, stops on solved if its settings say so, and gets the
+    same files as from :func:`train_run`; the final evaluations of all runs are made together
+    (:func:`final_evaluations_batched`). The runs stay open.
 
     Returns:
         Each run's ``result.json`` contents, in order.

@@ -138,7 +138,7 @@ def test_overall_budget_is_enforced(tmp_path: Path, monkeypatch) -> None:
     ("flags", "message"),
     [
         (["--min-log2", "5", "--max-log2", "3"], "need 0 <= --min-log2 <= --max-log2 <= 30, got 5 and 3"),
-        (["--method", "ppo"], "--method 'ppo' is not a batched method; choose one of"),
+        (["--method", "ppo"], "--method 'ppo' is not a batched pathwise method; choose one of"),
         (["--seeds-batch", "0"], "--repeats, --seeds-batch, --steps and --threads must be >= 1"),
         (["--device", "tpu"], "unknown device 'tpu'; use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         pytest.param(
