@@ -93,7 +93,7 @@ from agents.critic import count_bonus, reward_scale
 from agents.evaluation import SOLVE_EPISODES, EvalResult, evaluate_many, is_solved
 from agents.pathwise import PathwiseAgent, shac_actor_loss, shac_window
 from agents.registry import METHODS, resolve
-from agents.reinforce import ReinforceAgent, reinforce_with_baseline_loss, resolve_rollout
+from agents.reinforce import ReinforceAgent, reinforce_with_baseline_loss, resolve_rollout, twin_rollout
 from agents.returns import lambda_returns
 from envs.differentiable import PreDrawnNoiseEnv
 from gumbel_rl.estimators import sample_action
@@ -1056,31 +1056,14 @@ class ManyReinforceSeeds(ManySeeds):
         self.episodes.copy_to_agents()
 
     def _rollout(self) -> tuple[torch.Tensor, ...]:
-        """``ReinforceAgent._rollout_twin`` of every seed, time-major over ``N * B`` environments: (obs, next_obs,
-        actions, rewards, terminated, truncated)."""
-        cfg, twin = self.config, self.twin
-        T, B, D = cfg.n_steps, cfg.n_envs * len(self.active), self.active[0].policy.obs_dim
-        n_actions = twin.n_actions
-        dev = self.twin_state[0].device
-        obs = torch.empty(T, B, D, device=dev)
-        next_obs = torch.empty(T, B, D, device=dev)
-        actions = torch.empty(T, B, dtype=torch.long, device=dev)
-        rewards = torch.empty(T, B, device=dev)
-        term = torch.empty(T, B, dtype=torch.bool, device=dev)
-        trunc = torch.empty(T, B, dtype=torch.bool, device=dev)
-        state = self.twin_state
-        with torch.no_grad():
-            for t in range(T):
-                o = twin.observe(state).float()
-                a = self.policy.sample(o)
-                onehot = nn.functional.one_hot(a, n_actions).to(o.dtype)
-                state, r, te, tr = twin.step(state, onehot)
-                done = te | tr
-                obs[t], next_obs[t], actions[t], rewards[t], term[t], trunc[t] = o, twin.observe(state), a, r, te, tr
-                self.episodes.add(r, done)
-                state = twin.reset_done(state, done)
-        self.twin_state = state
-        return obs, next_obs, actions, rewards, term, trunc
+        """``ReinforceAgent._rollout_twin`` of every seed (``agents.reinforce.twin_rollout`` through the stacked
+        twin, whose draws are per seed), time-major over ``N * B`` environments: (obs, next_obs, actions, rewards,
+        terminated, truncated)."""
+        cfg = self.config
+        rollout, self.twin_state = twin_rollout(
+            self.twin, self.twin_state, self.policy.sample, cfg.n_steps, cfg.n_envs * len(self.active), self.episodes
+        )
+        return rollout.obs, rollout.next_obs, rollout.actions, rollout.rewards, rollout.terminated, rollout.truncated
 
     def _train_iteration(self) -> tuple[int, list[dict[str, float]]]:
         """``ReinforceAgent._train_iteration`` of every active seed (twin rollout), batched: (env steps per seed,

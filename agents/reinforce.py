@@ -45,6 +45,7 @@ are in the checkpoint). Gymnasium environments are not snapshotted: a resumed gy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -213,6 +214,50 @@ class Rollout(NamedTuple):
     """Transitions in the rollout (valid steps)."""
 
 
+def twin_rollout(
+    twin: DifferentiableEnv,
+    state: Any,
+    sample: Callable[[torch.Tensor], torch.Tensor],
+    n_steps: int,
+    n_envs: int,
+    episodes: EpisodeReturns,
+    generator: torch.Generator | None = None,
+) -> tuple[Rollout, Any]:
+    """``n_steps`` steps of ``n_envs`` twin copies from ``state`` under ``torch.no_grad()``: ``sample`` maps the
+    observations (B, obs_dim) to action indices (B,), fed to the twin as hard one-hots; finished copies are re-drawn
+    with ``twin.reset_done`` and their returns added to ``episodes``. Returns the rollout (every step valid) and the
+    twin state after it. ``generator`` is passed to the twin's ``step`` and ``reset_done``."""
+    obs_l, next_l, act_l, rew_l, term_l, trunc_l = [], [], [], [], [], []
+    with torch.no_grad():
+        for _ in range(n_steps):
+            o = twin.observe(state).float()
+            a = sample(o)
+            onehot = nn.functional.one_hot(a, twin.n_actions).to(o.dtype)
+            state, r, te, tr = twin.step(state, onehot, generator=generator)
+            done = te | tr
+            obs_l.append(o)
+            next_l.append(twin.observe(state).float())
+            act_l.append(a)
+            rew_l.append(r.to(o.dtype))
+            term_l.append(te)
+            trunc_l.append(tr)
+            episodes.add(r, done)
+            state = twin.reset_done(state, done, generator=generator)
+    obs = torch.stack(obs_l)
+    valid = torch.ones(n_steps, n_envs, dtype=torch.bool, device=obs.device)
+    rollout = Rollout(
+        obs,
+        torch.stack(next_l),
+        torch.stack(act_l),
+        torch.stack(rew_l),
+        torch.stack(term_l),
+        torch.stack(trunc_l),
+        valid,
+        env_steps=n_steps * n_envs,
+    )
+    return rollout, state
+
+
 @register_method("reinforce", "score-function policy gradient (REINFORCE) with a learned value baseline")
 class ReinforceAgent(Agent):
     """REINFORCE with a value baseline, on twin or Gymnasium rollouts (see the module docstring).
@@ -270,29 +315,11 @@ class ReinforceAgent(Agent):
         return sample_action(logits, Estimator.REINFORCE.value, generator=self.generator).argmax(-1)
 
     def _rollout_twin(self) -> Rollout:
-        cfg, twin = self.config, self.twin
-        T, B, D = cfg.n_steps, cfg.n_envs, self.policy.obs_dim
-        dev = self.device
-        obs = torch.empty(T, B, D, device=dev)
-        next_obs = torch.empty(T, B, D, device=dev)
-        actions = torch.empty(T, B, dtype=torch.long, device=dev)
-        rewards = torch.empty(T, B, device=dev)
-        term = torch.empty(T, B, dtype=torch.bool, device=dev)
-        trunc = torch.empty(T, B, dtype=torch.bool, device=dev)
-        state = self._twin_state
-        with torch.no_grad():
-            for t in range(T):
-                o = twin.observe(state).float()
-                a = self._sample(o)
-                onehot = nn.functional.one_hot(a, self.policy.n_actions).to(o.dtype)
-                state, r, te, tr = twin.step(state, onehot, generator=self.generator)
-                done = te | tr
-                obs[t], next_obs[t], actions[t], rewards[t], term[t], trunc[t] = o, twin.observe(state), a, r, te, tr
-                self.episodes.add(r, done)
-                state = twin.reset_done(state, done, generator=self.generator)
-        self._twin_state = state
-        valid = torch.ones(T, B, dtype=torch.bool, device=dev)
-        return Rollout(obs, next_obs, actions, rewards, term, trunc, valid, env_steps=T * B)
+        cfg = self.config
+        rollout, self._twin_state = twin_rollout(
+            self.twin, self._twin_state, self._sample, cfg.n_steps, cfg.n_envs, self.episodes, self.generator
+        )
+        return rollout
 
     def _rollout_gym(self) -> Rollout:
         T = self.config.n_steps
