@@ -51,7 +51,12 @@ class EpisodeReturns:
         returns = torch.stack([r for r, _ in self._pending]).cpu()
         done = torch.stack([d for _, d in self._pending]).cpu()
         self._pending.clear()
-        finished = returns[done].tolist()  # time-major: episodes in the order they finished
+        self.add_finished(returns, done)
+
+    def add_finished(self, returns: torch.Tensor, done: torch.Tensor) -> None:
+        """Record the episodes that ended: ``returns`` and ``done`` (T, B) time-major on the CPU, ``returns[t, b]``
+        the running return of copy ``b`` at step ``t`` (kept where ``done``), in the order they finished."""
+        finished = returns[done].tolist()
         self.recent.extend(finished)
         self.episodes += len(finished)
 

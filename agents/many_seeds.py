@@ -566,9 +566,7 @@ class _SeedEpisodes:
         for a, r, d in zip(
             self.agents, returns.chunk(len(self.agents), 1), done.chunk(len(self.agents), 1), strict=True
         ):
-            finished = r[d].tolist()  # time-major, as EpisodeReturns
-            a.episodes.recent.extend(finished)
-            a.episodes.episodes += len(finished)
+            a.episodes.add_finished(r, d)
 
     def copy_to_agents(self) -> None:
         self.flush()
