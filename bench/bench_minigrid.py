@@ -20,12 +20,17 @@ Throughput (``throughput``), at n environments:
 Each runner is warmed up and timed over a block of >= ``--min-time`` s; the runners alternate within each repeat
 and the median over ``--repeats`` is reported, with the ratio twin / minigrid. Torch runs on 1 intra-op thread.
 
-Learning (``learning``): ``--method`` (default ``st-gumbel``) on each id for each ``--seeds``, with the tuned defaults
-(``agents.hyperparams``) overridden by ``--hp NAME=VALUE`` (as ``train.py``), for at most ``--budget`` env steps on 1
-torch thread, stopping when solved: the package's standard check (every ``eval_every`` steps a greedy evaluation in
-the real env, ``ImgObsWrapper`` + ``FlattenObservation``; at the threshold the 100-episode check decides). Reports per
-run the env steps to solve (``--``: not solved), the last evaluation's mean return and the training seconds, then
-per id the seeds solved and the median steps to solve (an unsolved run counts as infinitely late).
+Learning (``learning``): each of ``--methods`` (default ``st-gumbel``; ``ppo`` is SB3 PPO with rl-baselines3-zoo's
+MiniGrid settings) on each id for each ``--seeds``, with the tuned defaults (``agents.hyperparams``) overridden by
+``--hp NAME=VALUE`` (as ``train.py``), for at most ``--budget`` env steps on 1 torch thread, stopping when solved:
+the package's standard check (every ``eval_every`` steps a greedy evaluation in the real env, ``ImgObsWrapper`` +
+``FlattenObservation``; at the threshold the 100-episode check decides). Every method gets the same ``eval_every``
+(``--eval-every``, default 2,048), so that all are checked at the same env steps. The methods take turns seed by
+seed (the order rotates with the seed), so that they share the machine's load. Reports per run the env steps to
+solve (``--``: not solved), the last evaluation's mean return and the training seconds, then per id and method the
+seeds solved, the median steps to solve (an unsolved run counts as infinitely late) and the median training seconds,
+with their ratio to ``ppo``'s when it ran. ``--records FILE`` appends each finished run as a JSON line and skips the
+runs already there (same id, method, seed, budget, evaluation period and overrides), so an interrupted sweep resumes.
 
 Run ``python bench/bench_minigrid.py fidelity``, ``python bench/bench_minigrid.py throughput`` and
 ``python bench/bench_minigrid.py learning --ids MiniGrid-DoorKey-5x5-v0 --hp explore_bonus=0.3``. Prints markdown.
@@ -34,6 +39,7 @@ Run ``python bench/bench_minigrid.py fidelity``, ``python bench/bench_minigrid.p
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -235,6 +241,98 @@ def _median_steps(steps: list[int | None]) -> str:
     return "--" if math.isinf(med) else f"{med:,.0f}"
 
 
+def _median_or_inf(values: list[float | None]) -> float:
+    ordered = sorted(v if v is not None else math.inf for v in values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def run_key(env_id: str, method: str, seed: int, budget: int, hp: dict[str, Any]) -> str:
+    """The identity of one learning run in a ``--records`` file."""
+    return json.dumps([env_id, method, seed, budget, sorted(hp.items())], default=str)
+
+
+def load_records(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The finished runs of a ``--records`` file (JSON lines) by :func:`run_key`; an absent file holds none."""
+    if path is None or not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[rec["key"]] = rec
+    return out
+
+
+def learning_sweep(
+    ids: list[str],
+    methods: list[str],
+    seeds: list[int],
+    budget: int,
+    hp: dict[str, Any],
+    records: Path | None = None,
+    run: Callable[[str, str, int, int, dict[str, Any]], dict[str, Any]] = learning,
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every (id, seed, method) run, methods taking turns seed by seed; returns the results by (id, method).
+
+    Runs already in ``records`` are not run again; each new one is appended to it as soon as it finishes."""
+    done = load_records(records)
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {(e, m): [] for e in ids for m in methods}
+    print("| id | method | seed | env steps to solve | last eval | train s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for env_id in ids:
+        for i, seed in enumerate(seeds):
+            order = methods[i % len(methods) :] + methods[: i % len(methods)]
+            for method in order:
+                key = run_key(env_id, method, seed, budget, hp)
+                if key in done:
+                    res = done[key]
+                else:
+                    res = {"key": key, "id": env_id, "method": method, "seed": seed}
+                    res.update(run(method, env_id, seed, budget, hp))
+                    if records is not None:
+                        with records.open("a") as f:
+                            f.write(json.dumps(res) + "\n")
+                results[env_id, method].append(res)
+                n = res["solve_env_steps"]
+                solved = "--" if n is None else f"{n:,}"
+                print(
+                    f"| {env_id} | {method} | {seed} | {solved} | {res['last_eval']:.3f} | {res['train_s']:.0f} |",
+                    flush=True,
+                )
+    return results
+
+
+def learning_summary(results: dict[tuple[str, str], list[dict[str, Any]]], budget: int) -> str:
+    """Per id and method: seeds solved, env steps to solve (per seed and median) and median training seconds to
+    solve, with ratios to ``ppo`` where it ran on the id (``--`` where half the seeds or more never solved)."""
+    lines = [
+        f"budget {budget:,} env steps; an unsolved run counts as infinitely late in the medians\n",
+        "| id | method | solved | env steps to solve (per seed) | median | vs ppo | median train s to solve | vs ppo |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for (env_id, method), runs in results.items():
+        steps = [r["solve_env_steps"] for r in runs]
+        secs = [r["train_s"] if r["solve_env_steps"] is not None else None for r in runs]
+        med, med_s = _median_or_inf(steps), _median_or_inf(secs)
+        ppo = results.get((env_id, "ppo"))
+        vs = vs_s = "--"
+        if ppo and method != "ppo":
+            p_med = _median_or_inf([r["solve_env_steps"] for r in ppo])
+            p_s = _median_or_inf([r["train_s"] if r["solve_env_steps"] is not None else None for r in ppo])
+            if math.isfinite(med) and math.isfinite(p_med):
+                vs = f"{med / p_med:.2f}"
+            if math.isfinite(med_s) and math.isfinite(p_s):
+                vs_s = f"{med_s / p_s:.2f}"
+        per_seed = ", ".join("--" if s is None else f"{s:,}" for s in steps)
+        n_solved = sum(s is not None for s in steps)
+        lines.append(
+            f"| {env_id} | {method} | {n_solved}/{len(runs)} | {per_seed} | {_median_steps(steps)} | {vs} | "
+            f"{'--' if math.isinf(med_s) else f'{med_s:.1f}'} | {vs_s} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["fidelity", "throughput", "learning"])
@@ -254,7 +352,13 @@ def main(argv: list[str] | None = None) -> None:
         help="throughput: a file holding an earlier envs/minigrid_twin.py (git show REV:envs/minigrid_twin.py > F); "
         "its twin is timed too, interleaved, and the speedups of the current one over it reported",
     )
-    p.add_argument("--method", default="st-gumbel", help="learning: the method (default st-gumbel)")
+    p.add_argument(
+        "--methods", "--method", nargs="+", default=["st-gumbel"], help="learning: the methods (default st-gumbel)"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=2_048, help="learning: env steps between evaluations, every method"
+    )
+    p.add_argument("--records", default=None, help="learning: JSON-lines file of finished runs (resume; append)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="learning: seeds (default 0 1 2)")
     p.add_argument("--budget", type=int, default=40_000, help="learning: env steps per run at most (default 40,000)")
     p.add_argument("--hp", nargs="*", default=[], metavar="NAME=VALUE", help="learning: hyperparameter overrides")
@@ -280,20 +384,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "learning":
         from experiments.runner import parse_hyperparameters
 
-        hp = parse_hyperparameters(args.hp)
+        hp = {"eval_every": args.eval_every, **parse_hyperparameters(args.hp)}
         setting = " ".join(args.hp) or "tuned defaults"
-        print(f"{args.method}, {setting}, budget {args.budget:,} env steps\n")
-        print("| id | seed | env steps to solve | last eval | train s |")
-        print("|---|---:|---:|---:|---:|")
-        for env_id in ids:
-            steps = []
-            for seed in args.seeds:
-                res = learning(args.method, env_id, seed, args.budget, hp)
-                steps.append(res["solve_env_steps"])
-                solved = "--" if res["solve_env_steps"] is None else f"{res['solve_env_steps']:,}"
-                print(f"| {env_id} | {seed} | {solved} | {res['last_eval']:.3f} | {res['train_s']:.0f} |", flush=True)
-            n_solved = sum(s is not None for s in steps)
-            print(f"| {env_id} | {n_solved}/{len(steps)} solved | median {_median_steps(steps)} | | |", flush=True)
+        print(f"{', '.join(args.methods)}; {setting}; eval every {hp['eval_every']:,}; budget {args.budget:,}\n")
+        results = learning_sweep(
+            ids, args.methods, args.seeds, args.budget, hp, Path(args.records) if args.records else None
+        )
+        print("\n" + learning_summary(results, args.budget), flush=True)
         return
     for env_id in ids:
         if env_id not in MINIGRID_IDS:
