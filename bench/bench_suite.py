@@ -39,6 +39,13 @@ the same command to continue: finished runs are skipped, checkpointed ones resum
 disjoint ``--envs`` may run at once (each comparison directory is locked while written). ``--budget-scale`` runs
 shorter budgets (a smoke test) into ``OUT-scale<x>`` by default, so they never mix with the real sweep.
 
+Results outlive the machine through a records file (``--records``, default ``bench/records/suite.jsonl``,
+committed): every finished run is added to it as one JSON line (env, method, seed, budget, evaluation period, its
+``result.json`` and its imagined steps to solve), and a run found there is neither run again nor needs its
+directory, so a sweep continues on a fresh clone and ``--report-only`` prints the tables from the records alone.
+Runs stopped before their end (interrupted, checkpointed) are listed under their env's table with the env steps they
+reached and their last greedy evaluation.
+
 The report, per env: seeds solved; median REAL env steps to solve and its ratio to the best SB3 baseline (PPO or
 DQN, whichever has the lower median); median training seconds to solve (evaluation excluded) and its ratio to the
 best baseline in seconds; median imagined steps to solve (``train/imagined_steps`` of the model methods' records
@@ -68,7 +75,7 @@ sys.path.insert(0, str(BENCH))
 
 from bench_agents import fmt, machine, ratio  # noqa: E402
 
-from agents.base import STEPS  # noqa: E402
+from agents.base import EVAL_MEAN, STEPS  # noqa: E402
 from agents.evaluation import reward_threshold  # noqa: E402
 from agents.hyperparams import default_hyperparameters  # noqa: E402
 from experiments.compare import CompareSettings, load_finished, run_comparison, run_dir_for, summarise  # noqa: E402
@@ -127,6 +134,7 @@ METHOD_HYPERPARAMETERS: dict[str, dict[str, Any]] = {"reinforce": {"rollout": "g
 
 IMAGINED = "train/imagined_steps"
 DEFAULT_OUT = "bench/results/suite"
+DEFAULT_RECORDS = "bench/records/suite.jsonl"
 
 
 @dataclass(frozen=True)
@@ -228,11 +236,7 @@ def method_row(item: PlanItem, payloads: Sequence[dict[str, Any]]) -> dict[str, 
     rows = summarise(finished, [item.method])
     if not rows:
         return None
-    imagined = []
-    for p in finished:
-        metrics = Path(p["run_dir"]) / METRICS
-        record = read_metrics_csv(metrics) if metrics.is_file() else []
-        imagined.append(imagined_steps_to_solve(record, p["result"]))
+    imagined = [payload_imagined(p) for p in finished]
     has_model = any(v is not None for v in imagined)
     return {
         **rows[0],
@@ -245,10 +249,106 @@ def method_row(item: PlanItem, payloads: Sequence[dict[str, Any]]) -> dict[str, 
     }
 
 
+def payload_imagined(payload: dict[str, Any]) -> float | None:
+    """A finished run's imagined steps to solve: from its record, else from its directory's ``metrics.csv``."""
+    if "imagined_to_solve" in payload:
+        return payload["imagined_to_solve"]  # type: ignore[no-any-return]
+    metrics = Path(payload["run_dir"]) / METRICS
+    record = read_metrics_csv(metrics) if metrics.is_file() else []
+    return imagined_steps_to_solve(record, payload["result"])
+
+
 def finished_payloads(item: PlanItem, root: str | os.PathLike) -> list[dict[str, Any]]:
     """Payloads of the runs of ``item`` that finished (their ``result.json`` exists) under ``root``."""
     dirs = [run_dir_for(item.out_dir(root), item.method, seed) for seed in item.seeds]
     return [load_finished(d) for d in dirs if (d / RESULT).is_file()]
+
+
+def unfinished_runs(item: PlanItem, root: str | os.PathLike, skip: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """The runs of ``item`` started but not finished under ``root`` (a ``metrics.csv`` and no ``result.json``), seeds
+    in ``skip`` left out: seed, env steps reached and the last greedy evaluation's mean return (None before one)."""
+    out = []
+    for seed in item.seeds:
+        d = run_dir_for(item.out_dir(root), item.method, seed)
+        if seed in skip or (d / RESULT).is_file() or not (d / METRICS).is_file():
+            continue
+        record = read_metrics_csv(d / METRICS)
+        evals = [row[EVAL_MEAN] for row in record if row.get(EVAL_MEAN) is not None]
+        steps = int(record[-1][STEPS]) if record else 0
+        out.append({"seed": seed, "steps": steps, "last_eval": evals[-1] if evals else None})
+    return out
+
+
+# ---- the records file --------------------------------------------------------------------------------------------
+RecordKey = tuple[str, str, int, int, int]
+
+
+def record_key(env_id: str, method: str, seed: int, budget: int, eval_every: int) -> RecordKey:
+    """What identifies a finished run in the records: the same run under another budget or evaluation period is
+    another run."""
+    return (env_id, method, int(seed), int(budget), int(eval_every))
+
+
+def load_records(path: str | os.PathLike | None) -> dict[RecordKey, dict[str, Any]]:
+    """The records file's runs by :func:`record_key` (none when ``path`` is None or absent).
+
+    Raises:
+        ValueError: a line that is not a record (named by its line number).
+    """
+    if path is None or not Path(path).is_file():
+        return {}
+    out = {}
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key = record_key(rec["env"], rec["method"], rec["seed"], rec["budget"], rec["eval_every"])
+            rec["result"]["solved"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{i}: not a suite record ({exc})") from None
+        out[key] = rec
+    return out
+
+
+def save_records(path: str | os.PathLike, records: dict[RecordKey, dict[str, Any]]) -> None:
+    """Write the records (sorted, one JSON line each) atomically: a temporary file renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    lines = [json.dumps(records[k], sort_keys=True, default=str) for k in sorted(records)]
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def make_record(item: PlanItem, payload: dict[str, Any]) -> dict[str, Any]:
+    """The record of one finished run of ``item``."""
+    return {
+        "env": item.env_id,
+        "method": item.method,
+        "seed": int(payload["result"]["seed"]),
+        "budget": item.budget,
+        "eval_every": item.eval_every,
+        "result": payload["result"],
+        "imagined_to_solve": payload_imagined(payload),
+    }
+
+
+def recorded_payloads(item: PlanItem, records: dict[RecordKey, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Payloads (by seed) of the runs of ``item`` found in the records."""
+    out = {}
+    for seed in item.seeds:
+        rec = records.get(record_key(item.env_id, item.method, seed, item.budget, item.eval_every))
+        if rec is not None:
+            out[seed] = {
+                "method": item.method,
+                "seed": seed,
+                "run_dir": None,
+                "status": "recorded",
+                "result": rec["result"],
+                "imagined_to_solve": rec["imagined_to_solve"],
+            }
+    return out
 
 
 # ---- best baseline, goals, tables --------------------------------------------------------------------------------
@@ -331,8 +431,24 @@ def goals(rows: dict[str, dict[str, Any]], scaled: bool = False) -> list[Goal]:
     return out
 
 
-def env_markdown(env_id: str, rows: dict[str, dict[str, Any]], scaled: bool = False) -> str:
-    """One env's table (rows in the given order) and its goals, as markdown."""
+def unfinished_markdown(unfinished: Sequence[dict[str, Any]]) -> list[str]:
+    """Lines listing runs stopped before their end (``method``, ``seed``, ``steps``, ``budget``, ``last_eval``)."""
+    lines = []
+    for u in unfinished:
+        last = "none yet" if u["last_eval"] is None else fmt(u["last_eval"], 4)
+        lines.append(
+            f"- unfinished: {u['method']} seed {u['seed']} stopped at {u['steps']:,} of {u['budget']:,} env steps, "
+            f"not solved by then (last greedy evaluation {last}); the same command resumes it"
+        )
+    return lines
+
+
+def env_markdown(
+    env_id: str, rows: dict[str, dict[str, Any]], scaled: bool = False, unfinished: Sequence[dict[str, Any]] = ()
+) -> str:
+    """One env's table (rows in the given order), its goals and its unfinished runs, as markdown."""
+    if not rows:
+        return "\n".join([f"**{env_id}** (no finished run)", "", *unfinished_markdown(unfinished), ""])
     any_row = next(iter(rows.values()))
     base_steps, base_wall = best_baseline(rows, "solve_env_steps_median"), best_baseline(rows, "solve_wall_s_median")
     steps_ref = rows[base_steps]["solve_env_steps_median"] if base_steps else None
@@ -359,16 +475,18 @@ def env_markdown(env_id: str, rows: dict[str, dict[str, Any]], scaled: bool = Fa
     lines.append("")
     for goal in goals(rows, scaled):
         lines.append(f"- {goal.name}: **{goal.mark}** ({goal.detail})")
+    lines += unfinished_markdown(unfinished)
     lines.append("")
     return "\n".join(lines)
 
 
-def report(all_rows: Sequence[dict[str, Any]], scaled: bool = False) -> str:
-    """Every env's :func:`env_markdown`, envs in the order of their first row."""
+def report(all_rows: Sequence[dict[str, Any]], scaled: bool = False, unfinished: Sequence[dict[str, Any]] = ()) -> str:
+    """Every env's :func:`env_markdown`, envs in the order of their first row (or unfinished run); ``unfinished``
+    holds the runs stopped before their end, each with its ``env``."""
     parts = []
-    for env_id in dict.fromkeys(r["env"] for r in all_rows):
+    for env_id in dict.fromkeys([*(r["env"] for r in all_rows), *(u["env"] for u in unfinished)]):
         rows = {r["method"]: r for r in all_rows if r["env"] == env_id}
-        parts.append(env_markdown(env_id, rows, scaled))
+        parts.append(env_markdown(env_id, rows, scaled, [u for u in unfinished if u["env"] == env_id]))
     return "\n".join(parts)
 
 
@@ -384,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help=f"results root (default {DEFAULT_OUT}, or {DEFAULT_OUT}-scale<x> when scaled)")
     parser.add_argument("--report-only", action="store_true", help="train nothing: the tables of the finished runs")
     parser.add_argument("--markdown", help="also write the tables to this file")
+    parser.add_argument(
+        "--records",
+        help=f"JSON-lines file of finished runs, read and extended (default {DEFAULT_RECORDS}; with --budget-scale "
+        "none unless given); 'none' turns it off",
+    )
     args = parser.parse_args(argv)
     try:
         items = plan(args.methods, args.envs, args.seeds, args.budget_scale)
@@ -391,30 +514,68 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     scaled = args.budget_scale != 1.0
     out = Path(args.out or (DEFAULT_OUT if not scaled else f"{DEFAULT_OUT}-scale{args.budget_scale:g}"))
+    records_path = args.records or (None if scaled else DEFAULT_RECORDS)
+    if records_path == "none":
+        records_path = None
+    try:
+        records = load_records(records_path)
+    except ValueError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    unfinished: list[dict[str, Any]] = []
     failed: list[str] = []
     for item in items:
+        recorded = recorded_payloads(item, records)
         if args.report_only:
-            payloads = finished_payloads(item, out)
+            payloads = [p for p in finished_payloads(item, out) if p["seed"] not in recorded]
         else:
-            settings = CompareSettings(
-                env_id=item.env_id,
-                methods=[item.method],
-                seeds=list(item.seeds),
-                steps=item.budget,
-                device=args.device,
-                hyperparameters=item.hyperparameters,
-                stop_on_solved=True,
-            )
+            to_run = [seed for seed in item.seeds if seed not in recorded]
+            payloads = []
             t0 = time.perf_counter()
-            outcome = run_comparison(settings, item.out_dir(out), workers=args.workers, log=lambda s: None)
-            if outcome.interrupted:
-                print("interrupted; rerun the same command to continue", file=sys.stderr)
-                return 128 + int(outcome.signum)
-            failed += [f"{item.env_id} {p['method']} s{p['seed']}: {p['error']}" for p in outcome.failed]
-            payloads = outcome.payloads
+            if to_run:
+                settings = CompareSettings(
+                    env_id=item.env_id,
+                    methods=[item.method],
+                    seeds=to_run,
+                    steps=item.budget,
+                    device=args.device,
+                    hyperparameters=item.hyperparameters,
+                    stop_on_solved=True,
+                )
+                outcome = run_comparison(settings, item.out_dir(out), workers=args.workers, log=lambda s: None)
+                payloads = [p for p in outcome.payloads if "result" in p]
+                if records_path is not None and payloads:
+                    records.update(
+                        {
+                            record_key(
+                                item.env_id, item.method, p["result"]["seed"], item.budget, item.eval_every
+                            ): make_record(item, p)
+                            for p in payloads
+                        }
+                    )
+                    save_records(records_path, records)
+                if outcome.interrupted:
+                    print("interrupted; rerun the same command to continue", file=sys.stderr)
+                    return 128 + int(outcome.signum)
+                failed += [f"{item.env_id} {p['method']} s{p['seed']}: {p['error']}" for p in outcome.failed]
+        if args.report_only and records_path is not None and payloads:
+            # directories of runs not yet recorded (a sweep of an older checkout): record them now
+            records.update(
+                {
+                    record_key(
+                        item.env_id, item.method, p["result"]["seed"], item.budget, item.eval_every
+                    ): make_record(item, p)
+                    for p in payloads
+                }
+            )
+            save_records(records_path, records)
+        payloads = sorted([*payloads, *recorded.values()], key=lambda p: int(p["seed"]))
+        unfinished += [
+            {**u, "env": item.env_id, "method": item.method, "budget": item.budget}
+            for u in unfinished_runs(item, out, skip=list(recorded))
+        ]
         row = method_row(item, payloads)
         if row is None:
             continue
@@ -432,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}`; budgets x{args.budget_scale:g}; {machine()}; {args.workers} parallel runs of one "
         f"torch thread each; {time.perf_counter() - started:.0f} s in all.\n"
     )
-    text = header + "\n" + report(rows, scaled)
+    text = header + "\n" + report(rows, scaled, unfinished)
     print("\n" + text)
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)

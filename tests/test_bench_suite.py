@@ -4,6 +4,7 @@ the goal marks, imagined steps to solve and the tables. Nothing here trains."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -194,3 +195,87 @@ def test_env_markdown():
     assert "- st-gumbel-model solves on >= 9/10 seeds, median real steps <= 0.5x best SB3: **met**" in text
     assert "- st-gumbel-critic solves on >= 4/5 seeds within the budget: **not measured**" in text
     assert bs.report(list(rows.values())) == text
+
+
+def _result(seed: int, solved: bool, steps: int | None, ret: float = 500.0) -> dict[str, Any]:
+    return {
+        "method": "reinmax-model",
+        "seed": seed,
+        "solved": solved,
+        "solve_env_steps": steps,
+        "solve_wall_s": 10.0 * seed + 5.0 if solved else None,
+        "eval_return_mean": ret,
+        "wall_s": 30.0,
+        "env_steps": steps or 100_000,
+    }
+
+
+def test_records_round_trip_and_keys(tmp_path):
+    item = bs.plan(["reinmax-model"], ["CartPole-v1"])[0]
+    path = tmp_path / "records" / "suite.jsonl"
+    assert bs.load_records(path) == {} and bs.load_records(None) == {}
+    payloads = [
+        {"method": item.method, "seed": s, "result": _result(s, True, 2_000 * (s + 1)), "imagined_to_solve": 9.0}
+        for s in (0, 2)
+    ]
+    records = {
+        bs.record_key(item.env_id, item.method, p["seed"], item.budget, item.eval_every): bs.make_record(item, p)
+        for p in payloads
+    }
+    bs.save_records(path, records)
+    assert not path.with_name("suite.jsonl.tmp").exists()
+    loaded = bs.load_records(path)
+    assert loaded == records
+    recorded = bs.recorded_payloads(item, loaded)
+    assert sorted(recorded) == [0, 2]
+    assert recorded[2]["result"]["solve_env_steps"] == 6_000 and bs.payload_imagined(recorded[2]) == 9.0
+    # another budget or evaluation period is another run
+    other = bs.PlanItem(item.env_id, item.method, item.seeds, item.budget // 2, item.eval_every)
+    assert bs.recorded_payloads(other, loaded) == {}
+    row = bs.method_row(item, list(recorded.values()))
+    assert row is not None and row["solved"] == 2 and row["solve_env_steps_median"] == 4_000.0
+    assert row["imagined_steps_median"] == 9.0
+
+
+def test_records_refuse_a_bad_line(tmp_path):
+    path = tmp_path / "suite.jsonl"
+    path.write_text('{"env": "CartPole-v1"}\n')
+    with pytest.raises(ValueError, match=r"suite.jsonl:1: not a suite record"):
+        bs.load_records(path)
+
+
+def _write_run(root: Path, item: Any, seed: int, rows: list[str], result: dict[str, Any] | None = None) -> None:
+    d = bs.run_dir_for(item.out_dir(root), item.method, seed)
+    d.mkdir(parents=True)
+    header = "time/total_timesteps,time/train_seconds,eval/mean_reward,train/imagined_steps"
+    (d / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+    if result is not None:
+        (d / "result.json").write_text(json.dumps(result))
+
+
+def test_unfinished_runs_and_report_from_records_alone(tmp_path, capsys):
+    item = bs.plan(["reinmax-model"], ["CartPole-v1"], max_seeds=3)[0]
+    out = tmp_path / "out"
+    _write_run(out, item, 0, ["4,1.0,,0", "2048,5.0,120.5,512", "4096,9.0,,1024"])  # stopped, not finished
+    _write_run(out, item, 1, ["4,1.0,,0"])
+    _write_run(out, item, 2, ["4,1.0,,0", "2048,5.0,480.0,512"], _result(2, True, 2_048))
+    assert bs.unfinished_runs(item, out) == [
+        {"seed": 0, "steps": 4_096, "last_eval": 120.5},
+        {"seed": 1, "steps": 4, "last_eval": None},
+    ]
+    assert [u["seed"] for u in bs.unfinished_runs(item, out, skip=[1])] == [0]
+    records = tmp_path / "suite.jsonl"
+    # report-only records the finished directory run, then reports from the records without the directories
+    args = ["--methods", "reinmax-model", "--envs", "CartPole-v1", "--seeds", "3", "--report-only"]
+    assert bs.main([*args, "--out", str(out), "--records", str(records)]) == 0
+    (rec,) = bs.load_records(records).values()
+    assert rec["seed"] == 2 and rec["imagined_to_solve"] == 512.0 and rec["budget"] == 100_000
+    text = capsys.readouterr().out
+    assert "| reinmax-model | 1/1 (of 3) | 2,048 |" in text
+    assert (
+        "- unfinished: reinmax-model seed 0 stopped at 4,096 of 100,000 env steps, not solved by then "
+        "(last greedy evaluation 120.5); the same command resumes it" in text
+    )
+    assert "seed 1 stopped at 4 of 100,000 env steps, not solved by then (last greedy evaluation none yet)" in text
+    assert bs.main([*args, "--out", str(tmp_path / "empty"), "--records", str(records)]) == 0
+    assert "| reinmax-model | 1/1 (of 3) | 2,048 |" in capsys.readouterr().out
