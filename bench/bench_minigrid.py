@@ -235,16 +235,10 @@ def learning(method: str, env_id: str, seed: int, budget: int, hp: dict[str, Any
 
 def _median_steps(steps: list[int | None]) -> str:
     """Median steps to solve, an unsolved run counting as infinitely late ("--" when half or more never solved)."""
-    ordered = sorted(s if s is not None else math.inf for s in steps)
-    mid = len(ordered) // 2
-    med = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return "--" if math.isinf(med) else f"{med:,.0f}"
+    from experiments.stats import median_or_none
 
-
-def _median_or_inf(values: list[float | None]) -> float:
-    ordered = sorted(v if v is not None else math.inf for v in values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    med = median_or_none([s if s is not None else math.inf for s in steps])
+    return "--" if med is None else f"{med:,.0f}"
 
 
 def run_key(env_id: str, method: str, seed: int, budget: int, hp: dict[str, Any]) -> str:
@@ -311,24 +305,27 @@ def learning_summary(results: dict[tuple[str, str], list[dict[str, Any]]], budge
         "| id | method | solved | env steps to solve (per seed) | median | vs ppo | median train s to solve | vs ppo |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
+    from experiments.stats import median_or_none
+
+    def med_of(runs: list[dict[str, Any]], key: str) -> float | None:
+        return median_or_none([r[key] if r["solve_env_steps"] is not None else math.inf for r in runs])
+
     for (env_id, method), runs in results.items():
         steps = [r["solve_env_steps"] for r in runs]
-        secs = [r["train_s"] if r["solve_env_steps"] is not None else None for r in runs]
-        med, med_s = _median_or_inf(steps), _median_or_inf(secs)
+        med, med_s = med_of(runs, "solve_env_steps"), med_of(runs, "train_s")
         ppo = results.get((env_id, "ppo"))
         vs = vs_s = "--"
         if ppo and method != "ppo":
-            p_med = _median_or_inf([r["solve_env_steps"] for r in ppo])
-            p_s = _median_or_inf([r["train_s"] if r["solve_env_steps"] is not None else None for r in ppo])
-            if math.isfinite(med) and math.isfinite(p_med):
+            p_med, p_s = med_of(ppo, "solve_env_steps"), med_of(ppo, "train_s")
+            if med is not None and p_med is not None:
                 vs = f"{med / p_med:.2f}"
-            if math.isfinite(med_s) and math.isfinite(p_s):
+            if med_s is not None and p_s is not None:
                 vs_s = f"{med_s / p_s:.2f}"
         per_seed = ", ".join("--" if s is None else f"{s:,}" for s in steps)
         n_solved = sum(s is not None for s in steps)
         lines.append(
             f"| {env_id} | {method} | {n_solved}/{len(runs)} | {per_seed} | {_median_steps(steps)} | {vs} | "
-            f"{'--' if math.isinf(med_s) else f'{med_s:.1f}'} | {vs_s} |"
+            f"{'--' if med_s is None else f'{med_s:.1f}'} | {vs_s} |"
         )
     return "\n".join(lines)
 
