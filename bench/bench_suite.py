@@ -334,6 +334,23 @@ def make_record(item: PlanItem, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def record_runs(
+    records: dict[RecordKey, dict[str, Any]],
+    path: str | os.PathLike | None,
+    item: PlanItem,
+    payloads: Sequence[dict[str, Any]],
+) -> None:
+    """Add the finished runs among ``payloads`` to ``records`` and save them to ``path`` (nothing when None)."""
+    finished = [p for p in payloads if "result" in p]
+    if path is None or not finished:
+        return
+    for p in finished:
+        records[record_key(item.env_id, item.method, p["result"]["seed"], item.budget, item.eval_every)] = make_record(
+            item, p
+        )
+    save_records(path, records)
+
+
 def recorded_payloads(item: PlanItem, records: dict[RecordKey, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Payloads (by seed) of the runs of ``item`` found in the records."""
     out = {}
@@ -546,31 +563,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 outcome = run_comparison(settings, item.out_dir(out), workers=args.workers, log=lambda s: None)
                 payloads = [p for p in outcome.payloads if "result" in p]
-                if records_path is not None and payloads:
-                    records.update(
-                        {
-                            record_key(
-                                item.env_id, item.method, p["result"]["seed"], item.budget, item.eval_every
-                            ): make_record(item, p)
-                            for p in payloads
-                        }
-                    )
-                    save_records(records_path, records)
+                record_runs(records, records_path, item, payloads)
                 if outcome.interrupted:
                     print("interrupted; rerun the same command to continue", file=sys.stderr)
                     return 128 + int(outcome.signum)
                 failed += [f"{item.env_id} {p['method']} s{p['seed']}: {p['error']}" for p in outcome.failed]
-        if args.report_only and records_path is not None and payloads:
-            # directories of runs not yet recorded (a sweep of an older checkout): record them now
-            records.update(
-                {
-                    record_key(
-                        item.env_id, item.method, p["result"]["seed"], item.budget, item.eval_every
-                    ): make_record(item, p)
-                    for p in payloads
-                }
-            )
-            save_records(records_path, records)
+        if args.report_only:
+            record_runs(records, records_path, item, payloads)  # directories a sweep of an older checkout left
         payloads = sorted([*payloads, *recorded.values()], key=lambda p: int(p["seed"]))
         unfinished += [
             {**u, "env": item.env_id, "method": item.method, "budget": item.budget}

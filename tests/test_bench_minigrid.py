@@ -3,17 +3,13 @@ recorded and skipped on a rerun, and the summary's medians and ratios to PPO."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
-_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench_minigrid.py"
-_spec = importlib.util.spec_from_file_location("bench_minigrid", _PATH)
-assert _spec is not None and _spec.loader is not None
-bm = importlib.util.module_from_spec(_spec)
-sys.modules["bench_minigrid"] = bm
-_spec.loader.exec_module(bm)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import bench_minigrid as bm  # noqa: E402
 
 # steps to solve by (method, seed); None: never solved
 FAKE = {
