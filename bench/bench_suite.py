@@ -588,9 +588,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     command = " ".join(["python bench/bench_suite.py", *(argv if argv is not None else sys.argv[1:])])
+    runs = "tables of earlier runs" if args.report_only else f"{args.workers} parallel runs of one torch thread each"
     header = (
-        f"Command: `{command}`; budgets x{args.budget_scale:g}; {machine()}; {args.workers} parallel runs of one "
-        f"torch thread each; {time.perf_counter() - started:.0f} s in all.\n"
+        f"Command: `{command}`; budgets x{args.budget_scale:g}; {machine()}; {runs}; "
+        f"{time.perf_counter() - started:.0f} s in all.\n"
     )
     text = header + "\n" + report(rows, scaled, unfinished)
     print("\n" + text)
