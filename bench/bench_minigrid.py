@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from envs.minigrid_twin import MINIGRID_IDS, MiniGridState, MiniGridTwin, cat_states, state_from_env  # noqa: E402
+from experiments.stats import median_or_none  # noqa: E402
 
 FIDELITY_IDS = (
     "MiniGrid-Empty-5x5-v0",
@@ -235,8 +236,6 @@ def learning(method: str, env_id: str, seed: int, budget: int, hp: dict[str, Any
 
 def _median_steps(steps: list[int | None]) -> str:
     """Median steps to solve, an unsolved run counting as infinitely late ("--" when half or more never solved)."""
-    from experiments.stats import median_or_none
-
     med = median_or_none([s if s is not None else math.inf for s in steps])
     return "--" if med is None else f"{med:,.0f}"
 
@@ -247,14 +246,23 @@ def run_key(env_id: str, method: str, seed: int, budget: int, hp: dict[str, Any]
 
 
 def load_records(path: Path | None) -> dict[str, dict[str, Any]]:
-    """The finished runs of a ``--records`` file (JSON lines) by :func:`run_key`; an absent file holds none."""
+    """The finished runs of a ``--records`` file (JSON lines) by :func:`run_key`; an absent file holds none.
+
+    Raises:
+        ValueError: a line that is not a run record (named by its line number).
+    """
     if path is None or not path.exists():
         return {}
     out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             rec = json.loads(line)
             out[rec["key"]] = rec
+            rec["solve_env_steps"], rec["last_eval"], rec["train_s"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{i}: not a learning record ({exc})") from None
     return out
 
 
@@ -305,7 +313,6 @@ def learning_summary(results: dict[tuple[str, str], list[dict[str, Any]]], budge
         "| id | method | solved | env steps to solve (per seed) | median | vs ppo | median train s to solve | vs ppo |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
-    from experiments.stats import median_or_none
 
     def med_of(runs: list[dict[str, Any]], key: str) -> float | None:
         return median_or_none([r[key] if r["solve_env_steps"] is not None else math.inf for r in runs])
@@ -379,14 +386,21 @@ def main(argv: list[str] | None = None) -> None:
     ids = args.ids or ["MiniGrid-DoorKey-5x5-v0"]
     before = _load_twin_class(args.before) if args.before else None
     if args.what == "learning":
+        from agents.registry import resolve
         from experiments.runner import parse_hyperparameters
 
-        hp = {"eval_every": args.eval_every, **parse_hyperparameters(args.hp)}
+        records = Path(args.records) if args.records else None
+        try:
+            hp = {"eval_every": args.eval_every, **parse_hyperparameters(args.hp)}
+            for env_id in ids:  # every refusal before the first run, not after an hour of them
+                for method in args.methods:
+                    resolve(method, env_id, hp)
+            load_records(records)
+        except ValueError as exc:
+            p.error(str(exc))
         setting = " ".join(args.hp) or "tuned defaults"
         print(f"{', '.join(args.methods)}; {setting}; eval every {hp['eval_every']:,}; budget {args.budget:,}\n")
-        results = learning_sweep(
-            ids, args.methods, args.seeds, args.budget, hp, Path(args.records) if args.records else None
-        )
+        results = learning_sweep(ids, args.methods, args.seeds, args.budget, hp, records)
         print("\n" + learning_summary(results, args.budget), flush=True)
         return
     for env_id in ids:

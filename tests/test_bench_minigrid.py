@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import bench_minigrid as bm  # noqa: E402
@@ -55,3 +57,20 @@ def test_summary_when_half_never_solve():
     runs = [{"solve_env_steps": None, "train_s": 3.0}, {"solve_env_steps": 5, "train_s": 3.0}]
     text = bm.learning_summary({("X", "st-gumbel"): runs, ("X", "ppo"): runs}, 10)
     assert text.splitlines()[4] == "| X | st-gumbel | 1/2 | --, 5 | -- | -- | -- | -- |"
+
+
+def test_records_refuse_a_bad_line(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"key": "k", "solve_env_steps": 5, "last_eval": 0.9, "train_s": 1.0}\n{"key": "j"}\n')
+    with pytest.raises(ValueError, match=r"runs.jsonl:2: not a learning record"):
+        bm.load_records(path)
+
+
+def test_main_refuses_bad_input_before_any_run(capsys):
+    for argv in (["--methods", "nope"], ["--methods", "ppo", "--hp", "bogus=1"]):
+        with pytest.raises(SystemExit) as exc:
+            bm.main(["learning", "--ids", "CartPole-v1", "--seeds", "0", "--budget", "10", *argv])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'nope'; valid methods:" in err
+    assert "unknown hyperparameter(s) bogus; valid:" in err
