@@ -298,6 +298,7 @@ class EnsembleQ(nn.Module):
         super().__init__()
         check_choice("critic_head", head, CRITIC_HEADS)
         self.per_action = head == "per_action"
+        self.obs_dim, self.n_actions = obs_dim, n_actions
         sizes = [obs_dim, *hidden, n_actions] if self.per_action else [obs_dim + n_actions, *hidden, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -310,13 +311,41 @@ class EnsembleQ(nn.Module):
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = (features if self.per_action else torch.cat([features, action], dim=-1)).unsqueeze(0)  # (1, B, in)
+        if self.per_action:
+            return (self.every_action(features) * action).sum(-1)
+        if not features.is_floating_point():
+            features = self._one_hot(features)
+        return self._mlp(torch.cat([features, action], dim=-1).unsqueeze(0)).squeeze(-1)
+
+    def every_action(self, features: torch.Tensor) -> torch.Tensor:
+        """``Q_i(s_b, e_a)`` for every member, state and action at once: (n, B, n_actions). With the per-action head
+        one pass of the MLP gives them all (each value exactly what ``forward`` gives for that one-hot action); with
+        ``"concat"``, one pass per action."""
+        if self.per_action:
+            if features.is_floating_point():
+                return self._mlp(features.unsqueeze(0))
+            # Integer features are the indices of one-hot inputs (Discrete observations): the first layer is then
+            # a row lookup, the same numbers as the matmul with the one-hot rows at a fraction of its cost.
+            return self._mlp(self.weights[0][:, features] + self.biases[0], first=1)
+        batch, n_act = features.shape[0], self.n_actions
+        every = torch.eye(n_act, device=features.device).repeat(batch, 1)  # (B * n, n)
+        return self(features.repeat_interleave(n_act, 0), every).view(-1, batch, n_act)
+
+    def _one_hot(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(index, self.obs_dim).to(self.weights[0].dtype)
+
+    def _mlp(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Layers ``first:`` of every member on ``x`` ((1 or n, B, in) -> (n, B, out)); layer ``first - 1``'s
+        pre-activation is ``x`` when ``first > 0``."""
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        if first > 0:
+            x = self.act(x)
+        for i in range(first, last + 1):
+            w, b = self.weights[i], self.biases[i]
             x = torch.baddbmm(b, x.expand(w.shape[0], -1, -1) if i == 0 else x, w)
             if i < last:
                 x = self.act(x)
-        return (x * action).sum(-1) if self.per_action else x.squeeze(-1)
+        return x
 
 
 # ---- the losses ----------------------------------------------------------------------------------------------
@@ -367,8 +396,11 @@ def policy_value(
     ensemble members minimised over; ``extra`` (B, n), if given, is added to the action values. ``greedy``: the
     greedy action's value ``max_a min_i Q_i(s, e_a)`` instead (Q-learning's; ``logits`` unused). Returns (B,)."""
     batch, n_act = logits.shape
-    every_action = torch.eye(n_act, device=features.device).repeat(batch, 1)  # (B * n, n)
-    q: torch.Tensor = critic(features.repeat_interleave(n_act, 0), every_action)[members].amin(0).view(batch, n_act)
+    if isinstance(critic, EnsembleQ):
+        q = critic.every_action(features)[members].amin(0)
+    else:
+        every_action = torch.eye(n_act, device=logits.device).repeat(batch, 1)  # (B * n, n)
+        q = critic(features.repeat_interleave(n_act, 0), every_action)[members].amin(0).view(batch, n_act)
     if extra is not None:
         q = q + extra
     return q.amax(-1) if greedy else (torch.softmax(logits, -1) * q).sum(-1)
@@ -627,6 +659,11 @@ class CriticAgent(Agent):
         """Network input (B, obs_dim) from buffer observations (indices for Discrete spaces, as obs_to_tensor)."""
         return self.eye_obs[stored] if self.eye_obs is not None else stored
 
+    def _critic_input(self, stored: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """What the critics take for buffer observations ``stored`` whose policy input is ``features``: the
+        indices themselves for Discrete spaces (``EnsembleQ`` looks up its first layer's rows), else the features."""
+        return stored if self.eye_obs is not None else features
+
     # ---- acting --------------------------------------------------------------------------------------------
     def _act(self, random_phase: bool) -> np.ndarray:
         """Env actions for the current observations: uniform during ``learning_starts``, else a policy sample."""
@@ -723,16 +760,18 @@ class CriticAgent(Agent):
                 self.buffer, slots, cfg.n_step, cfg.gamma, self._reward, continuing=False
             )
         f, f_next = self._features(obs), self._features(next_obs)
+        # The critics take Discrete observations as indices (a row lookup, see EnsembleQ), the policy as one-hots.
+        c, c_next = self._critic_input(obs, f), self._critic_input(next_obs, f_next)
         alpha = self.log_alpha.detach().exp()
 
         with torch.no_grad():
             logits_next = self.policy(f_next)
         target = self.critic_target
         if self.streams == 1:
-            y = soft_q_target(target, logits_next, f_next, r, discount, terminated, alpha, cfg.soft_target)
+            y = soft_q_target(target, logits_next, c_next, r, discount, terminated, alpha, cfg.soft_target)
         else:  # the return's members regress y, the bonus's members their continuing target
             ext = slice(0, 2)
-            v_next = policy_value(target, logits_next, f_next, ext, greedy=self.explorer is not None)
+            v_next = policy_value(target, logits_next, c_next, ext, greedy=self.explorer is not None)
             if cfg.soft_target:
                 v_next = v_next + alpha * categorical_entropy(logits_next)
             y_ext = r + discount * (1.0 - terminated) * v_next
@@ -742,10 +781,12 @@ class CriticAgent(Agent):
             f_boot = self._features(boot)
             with torch.no_grad():
                 behaviour = self.explorer if self.explorer is not None else self.policy
-                v_int = policy_value(target, behaviour(f_boot), f_boot, slice(2, 4), self._optimism(boot))
+                v_int = policy_value(
+                    target, behaviour(f_boot), self._critic_input(boot, f_boot), slice(2, 4), self._optimism(boot)
+                )
             y_int = r_int + discount_int * v_int
             y = torch.stack([y_ext, y_ext, y_int, y_int])
-        loss_q, q = critic_loss(self.critic, f, self.eye[action], y)
+        loss_q, q = critic_loss(self.critic, c, self.eye[action], y)
         self._step(self.critic_opt, loss_q, self.critic_params)
         self.n_updates += 1
         stats = {"train/critic_loss": loss_q.detach(), "train/q_mean": q[:2].mean()}
@@ -755,7 +796,7 @@ class CriticAgent(Agent):
             stats["train/q_bonus_mean"] = q[2:].mean()
 
         if self.n_updates % cfg.policy_delay == 0:
-            args = (f, self.estimator, tau, cfg.gumbel_k, self.generator, alpha, self.streams)
+            args = (c, self.estimator, tau, cfg.gumbel_k, self.generator, alpha, self.streams)
             if self.explorer is None:
                 loss_pi, h = pathwise_actor_loss(self.critic, self.policy(f), *args, self._optimism(obs))
                 self._step(self.actor_opt, loss_pi, self.actor_params)

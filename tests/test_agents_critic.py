@@ -289,6 +289,24 @@ def test_per_action_head_is_linear_in_the_action() -> None:
             assert torch.allclose(soft.grad, every.sum(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("head", ["per_action", "concat"])
+def test_ensemble_q_index_input_and_every_action_are_exact(head: str) -> None:
+    """Discrete observations as indices give bit for bit the values (and first-layer gradients) of their one-hot
+    rows; ``every_action`` gives bit for bit what ``forward`` gives for each one-hot action."""
+    torch.manual_seed(0)
+    critic = EnsembleQ(7, 3, (16, 16), "relu", n=4, head=head)
+    index = torch.tensor([0, 6, 3, 3, 1])
+    one_hot = torch.eye(7)[index]
+    action = torch.softmax(torch.randn(5, 3), -1)
+    q_index, q_one_hot = critic(index, action), critic(one_hot, action)
+    assert q_index.shape == (4, 5) and torch.equal(q_index, q_one_hot)
+    grads = [torch.autograd.grad(q.sum(), critic.weights[0])[0] for q in (critic(index, action), q_one_hot)]
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-6) and grads[0][:, [2, 4, 5]].eq(0).all()
+    every = torch.stack([critic(one_hot, torch.eye(3)[a].expand(5, 3)) for a in range(3)], -1)  # (4, 5, 3)
+    assert torch.equal(critic.every_action(one_hot), every)
+    assert torch.equal(critic.every_action(index), every)
+
+
 @pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
 def test_learns_empty_room(estimator: str) -> None:
     agent = make_agent(f"{estimator}-critic", EMPTY, seed=0, **FAST)
