@@ -293,8 +293,10 @@ def load_records(path: str | os.PathLike | None) -> dict[RecordKey, dict[str, An
     """The records file's runs by :func:`record_key` (none when ``path`` is None or absent).
 
     Raises:
-        ValueError: a line that is not a record (named by its line number).
+        ValueError: ``path`` is a directory, or a line is not a record (named by its line number).
     """
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"--records {path}: is a directory; give a JSON-lines file (or 'none')")
     if path is None or not Path(path).is_file():
         return {}
     out = {}

@@ -244,6 +244,14 @@ def test_records_refuse_a_bad_line(tmp_path):
         bs.load_records(path)
 
 
+def test_records_refuse_a_directory_in_one_line(tmp_path, capsys):
+    """A directory given as --records is refused before any run, not by a traceback at the first save."""
+    with pytest.raises(SystemExit) as exc:
+        bs.main(["--methods", "ppo", "--envs", "CartPole-v1", "--records", str(tmp_path), "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "is a directory; give a JSON-lines file" in capsys.readouterr().err
+
+
 def _write_run(root: Path, item: Any, seed: int, rows: list[str], result: dict[str, Any] | None = None) -> None:
     d = bs.run_dir_for(item.out_dir(root), item.method, seed)
     d.mkdir(parents=True)
