@@ -326,7 +326,7 @@ class EnsembleQ(nn.Module):
                 return self._mlp(features.unsqueeze(0))
             # Integer features are the indices of one-hot inputs (Discrete observations): the first layer is then
             # a row lookup, the same numbers as the matmul with the one-hot rows at a fraction of its cost.
-            return self._mlp(self.weights[0][:, features] + self.biases[0], first=1)
+            return self._mlp(self.weights[0].index_select(1, features) + self.biases[0], first=1)
         batch, n_act = features.shape[0], self.n_actions
         every = torch.eye(n_act, device=features.device).repeat(batch, 1)  # (B * n, n)
         return self(features.repeat_interleave(n_act, 0), every).view(-1, batch, n_act)
@@ -430,6 +430,7 @@ def pathwise_actor_loss(
     streams: int = 1,
     action_bonus: torch.Tensor | None = None,
     stream_weights: tuple[float, ...] | None = None,
+    every_action: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor's loss ``-mean_b [min_i Q_i(s_b, a~_b) + alpha H(pi(.|s_b))]``, ``a~ = sample_action(logits,
     estimator, tau)``, and the per-state entropy ``H`` (B,). With ``streams > 1`` the members split into that many
@@ -439,11 +440,17 @@ def pathwise_actor_loss(
 
     The critic is held fixed (evaluated with detached parameters: none of them receives a gradient), so the
     gradient reaches ``logits`` only through the estimator's action and the exact entropy. ``logits`` (B, n),
-    ``features`` (B, d), ``alpha`` a scalar tensor (treated as a constant).
+    ``features`` (B, d), ``alpha`` a scalar tensor (treated as a constant). ``every_action`` (members, B, n), if
+    given, is the fixed critic's ``Q_i(s_b, e_a)`` already computed (``EnsembleQ.every_action``, detached) for a
+    critic linear in the action (the per-action head): ``Q_i(s_b, a~_b) = every_action . a~`` then, the same numbers
+    without evaluating the critic again (two actors on one batch share it).
     """
     action = sample_action(logits, estimator, tau, k=gumbel_k, generator=generator, validate=False)
-    fixed = {name: p.detach() for name, p in critic.named_parameters()}
-    q = torch.func.functional_call(critic, fixed, (features, action))
+    if every_action is not None:
+        q = (every_action.detach() * action).sum(-1)
+    else:
+        fixed = {name: p.detach() for name, p in critic.named_parameters()}
+        q = torch.func.functional_call(critic, fixed, (features, action))
     q = q.view(streams, -1, q.shape[-1]).amin(1)
     if stream_weights is not None:
         q = q * torch.tensor(stream_weights, dtype=q.dtype, device=q.device).unsqueeze(-1)
@@ -796,14 +803,22 @@ class CriticAgent(Agent):
             stats["train/q_bonus_mean"] = q[2:].mean()
 
         if self.n_updates % cfg.policy_delay == 0:
+            q_all = None  # the updated critic's values of every action, once for both actors (per-action head)
+            if self.critic.per_action:
+                with torch.no_grad():
+                    q_all = self.critic.every_action(c)
             args = (c, self.estimator, tau, cfg.gumbel_k, self.generator, alpha, self.streams)
             if self.explorer is None:
-                loss_pi, h = pathwise_actor_loss(self.critic, self.policy(f), *args, self._optimism(obs))
+                loss_pi, h = pathwise_actor_loss(
+                    self.critic, self.policy(f), *args, self._optimism(obs), every_action=q_all
+                )
                 self._step(self.actor_opt, loss_pi, self.actor_params)
             else:  # the evaluated policy on the return alone, the explorer on return, bonus and optimism
-                loss_eval, _ = pathwise_actor_loss(self.critic, self.policy(f), *args, None, (1.0, 0.0))
+                loss_eval, _ = pathwise_actor_loss(self.critic, self.policy(f), *args, None, (1.0, 0.0), q_all)
                 self._step(self.actor_opt, loss_eval, self.actor_params)
-                loss_pi, h = pathwise_actor_loss(self.critic, self.explorer(f), *args, self._optimism(obs))
+                loss_pi, h = pathwise_actor_loss(
+                    self.critic, self.explorer(f), *args, self._optimism(obs), every_action=q_all
+                )
                 self._step(self.explorer_opt, loss_pi, self.explorer_params)
             stats.update(
                 {"train/actor_loss": loss_pi.detach(), "train/entropy": h.detach().mean(), "train/ent_coef": alpha}

@@ -308,6 +308,24 @@ def test_ensemble_q_index_input_and_every_action_are_exact(head: str) -> None:
 
 
 @pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
+def test_pathwise_actor_loss_with_precomputed_values_is_exact(estimator: str) -> None:
+    """Given the per-action critic's values of every action, the actor's loss and its gradient are bit for bit
+    those of evaluating the critic, and the critic still receives no gradient."""
+    torch.manual_seed(1)
+    critic = EnsembleQ(7, 3, (16,), "relu", n=4, head="per_action")
+    index, alpha = torch.tensor([0, 6, 3, 3, 1]), torch.tensor(0.3)
+    out = []
+    for values in (None, critic.every_action(index).detach()):
+        logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+        gen = torch.Generator().manual_seed(3)
+        loss, _ = pathwise_actor_loss(critic, logits, index, estimator, 0.7, 10, gen, alpha, 2, every_action=values)
+        loss.backward()
+        out.append((loss.detach(), logits.grad))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    assert all(p.grad is None for p in critic.parameters())
+
+
+@pytest.mark.parametrize("estimator", PATHWISE_ESTIMATORS)
 def test_learns_empty_room(estimator: str) -> None:
     agent = make_agent(f"{estimator}-critic", EMPTY, seed=0, **FAST)
     agent.learn(4_000, callback=StopTrainingOnSolved())
