@@ -405,9 +405,23 @@ def _at_most(a: float | None, factor: float, b: float | None) -> bool:
 def goals(rows: dict[str, dict[str, Any]], scaled: bool = False) -> list[Goal]:
     """The goals of issue 12 on one env from its rows (method -> :func:`method_row`), marked. A goal is "not
     measured" when the budget was scaled, its method has fewer finished seeds than the goal needs, or both
-    baselines are missing."""
+    baselines are missing -- except that a goal on how many seeds solve is decided as soon as the finished seeds
+    decide it: "not met" once more seeds failed (ran to the budget unsolved) than the goal allows, whatever the
+    unfinished ones do, and (the critic's goal, which is that count alone) "met" once enough seeds solved."""
     out = []
     base_steps, base_wall = best_baseline(rows, "solve_env_steps_median"), best_baseline(rows, "solve_wall_s_median")
+
+    def decided_by_count(name: str, method: str, need: int) -> Goal | None:
+        row = rows.get(method)
+        if scaled or row is None or row["seeds"] >= SEEDS[method]:
+            return None
+        failed, total = row["seeds"] - row["solved"], SEEDS[method]
+        detail = f"{row['solved']}/{row['seeds']} finished seeds solved, {total - row['seeds']} unfinished"
+        if failed > total - need:
+            return Goal(name, NOT_MET, f"{detail}: at most {total - failed}/{total} can solve")
+        if method == CRITIC and row["solved"] >= need:
+            return Goal(name, MET, detail)
+        return None
 
     def unmeasured(name: str, method: str) -> Goal | None:
         if scaled:
@@ -420,7 +434,7 @@ def goals(rows: dict[str, dict[str, Any]], scaled: bool = False) -> list[Goal]:
         return None
 
     name = f"{MODEL} solves on >= 9/10 seeds, median real steps <= 0.5x best SB3"
-    goal = unmeasured(name, MODEL)
+    goal = decided_by_count(name, MODEL, 9) or unmeasured(name, MODEL)
     if goal is None:
         row = rows[MODEL]
         mine, base = row["solve_env_steps_median"], rows[base_steps]["solve_env_steps_median"]
@@ -430,7 +444,7 @@ def goals(rows: dict[str, dict[str, Any]], scaled: bool = False) -> list[Goal]:
     out.append(goal)
 
     name = f"{CRITIC} solves on >= 4/5 seeds within the budget"
-    goal = unmeasured(name, CRITIC)
+    goal = decided_by_count(name, CRITIC, 4) or unmeasured(name, CRITIC)
     if goal is None:
         row = rows[CRITIC]
         goal = Goal(name, MET if row["solved"] >= 4 else NOT_MET, f"{row['solved']}/{row['seeds']} solved")
