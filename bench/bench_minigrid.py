@@ -249,8 +249,10 @@ def load_records(path: Path | None) -> dict[str, dict[str, Any]]:
     """The finished runs of a ``--records`` file (JSON lines) by :func:`run_key`; an absent file holds none.
 
     Raises:
-        ValueError: a line that is not a run record (named by its line number).
+        ValueError: ``path`` is a directory, or a line is not a run record (named by its line number).
     """
+    if path is not None and path.is_dir():
+        raise ValueError(f"--records {path}: is a directory; give a JSON-lines file")
     if path is None or not path.exists():
         return {}
     out = {}

@@ -64,6 +64,8 @@ def test_records_refuse_a_bad_line(tmp_path):
     path.write_text('{"key": "k", "solve_env_steps": 5, "last_eval": 0.9, "train_s": 1.0}\n{"key": "j"}\n')
     with pytest.raises(ValueError, match=r"runs.jsonl:2: not a learning record"):
         bm.load_records(path)
+    with pytest.raises(ValueError, match=r"is a directory; give a JSON-lines file"):
+        bm.load_records(tmp_path)
 
 
 def test_main_refuses_bad_input_before_any_run(capsys):
